@@ -1,0 +1,459 @@
+"""AsyncCheckpoint: the one class that awaits. Everything else delegates to it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+
+from . import _manifest as mf
+from ._checksum import to_text
+from ._config import TransferConfig
+from ._errors import CheckpointClosedError, CheckpointError, CheckpointNotFoundError
+from ._errors import CorruptCheckpointError
+from ._transfer import Download, Engine, MissingObjectError, Upload, as_stream
+from .storage import Location, S3Options, Storage, Storages, parse_location
+
+log = logging.getLogger("aiocheckpoint")
+
+PathLike = str | os.PathLike[str]
+
+
+class AsyncCheckpoint:
+    """A checkpoint to ``await``: restore the previous one, save new versions.
+
+    :param checkpoint_dest: where saves go: a local path, ``file://`` URL or
+        ``s3://bucket/prefix``.
+    :param checkpoint_src: the previous checkpoint to restore from (same forms), or
+        None / ``""`` for none.
+    :param transfer: concurrency, part sizes and memory bound.
+    :param keep_versions: committed versions kept at ``checkpoint_dest`` after a save.
+    :param endpoint_url: S3 endpoint (default: ``AWS_ENDPOINT_URL_S3`` /
+        ``AWS_ENDPOINT_URL`` / AWS).
+    :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
+    :param botocore_config: a ``botocore.config.Config`` merged over the defaults.
+    :raises ValueError: an unsupported URL scheme or a bad option.
+    """
+
+    SRC_LOCAL_FOLDER = "prev_cp"
+    TMP_DST_PATH = "_dst_cp"
+
+    def __init__(
+        self,
+        checkpoint_dest: PathLike,
+        checkpoint_src: PathLike | None = None,
+        *,
+        transfer: TransferConfig | None = None,
+        keep_versions: int = 1,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        botocore_config: Any = None,
+    ) -> None:
+        self._args = (checkpoint_dest, checkpoint_src)
+        self._kwargs: dict[str, Any] = dict(
+            transfer=transfer,
+            keep_versions=keep_versions,
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            botocore_config=botocore_config,
+        )
+        self._dest = parse_location(checkpoint_dest, "checkpoint_dest")
+        no_src = checkpoint_src is None or (isinstance(checkpoint_src, str) and not checkpoint_src)
+        self._src = None if no_src else parse_location(checkpoint_src, "checkpoint_src")  # type: ignore[arg-type]
+        if transfer is None:
+            transfer = TransferConfig()
+        elif not isinstance(transfer, TransferConfig):
+            raise TypeError(f"transfer must be a TransferConfig, not {type(transfer).__name__}")
+        if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
+            raise ValueError(f"keep_versions must be a positive integer, got {keep_versions!r}")
+        self._keep = keep_versions
+        threads = CapacityLimiter(transfer.max_threads)
+        self._threads = threads
+        self._engine = Engine(transfer, threads)
+        s3 = S3Options(endpoint_url, region_name, botocore_config, transfer.max_concurrency)
+        self._storages = Storages(s3, threads)
+        self._opened: dict[Location, Storage] = {}
+        self._open_lock = anyio.Lock()
+        self._save_lock = anyio.Lock()
+        self._restore_lock = anyio.Lock()
+        self._restored: Path | None = None
+        self._tmpdir: Path | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(checkpoint_dest={str(self._dest)!r}, checkpoint_src={str(self._src) if self._src else None!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncCheckpoint:
+        await self._storage(self._dest)
+        if self._src is not None:
+            await self._storage(self._src)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the storage clients and remove the private restore folder. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            self._opened.clear()
+            await self._storages.aclose()
+            if self._tmpdir is not None:
+                await self._thread(shutil.rmtree, self._tmpdir, True)
+                self._tmpdir = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointClosedError(f"checkpoint for {self._dest} is closed")
+
+    async def _storage(self, location: Location) -> Storage:
+        self._check_open()
+        async with self._open_lock:
+            if location not in self._opened:
+                self._opened[location] = await self._storages.open(location)
+            return self._opened[location]
+
+    async def _thread(self, func: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    def _forked(self) -> AsyncCheckpoint:
+        """A fresh copy for a forked child process, keeping what was already restored."""
+        clone = type(self)(*self._args, **self._kwargs)
+        clone._restored = self._restored  # the parent owns (and removes) its temp folder
+        return clone
+
+    # -- the checkpoint API ----------------------------------------------------
+
+    def prev_exists(self) -> bool:
+        """True if a previous checkpoint (``checkpoint_src``) was given. No I/O."""
+        return self._src is not None
+
+    async def restore(self, path: PathLike | None = None) -> Path | None:
+        """Download the previous checkpoint into ``path`` and return it.
+
+        Only the first call downloads; later calls return the first call's folder.
+
+        :param path: an existing directory, or None for a private temp folder
+            (``<tmp>/prev_cp``) removed on close.
+        :return: the folder, or None when there is no previous checkpoint.
+        :raises ValueError: ``path`` is not an existing directory.
+        :raises CheckpointNotFoundError: the source holds no checkpoint.
+        :raises CorruptCheckpointError: a file is missing or does not match the manifest.
+        """
+        self._check_open()
+        if self._src is None:
+            return None
+        async with self._restore_lock:
+            if self._restored is not None:
+                return self._restored
+            owned = path is None
+            if path is None:
+                self._tmpdir = Path(await self._thread(tempfile.mkdtemp, None, "aiocheckpoint-"))
+                target = self._tmpdir / self.SRC_LOCAL_FOLDER
+                await self._thread(target.mkdir)
+            else:
+                target = Path(os.fspath(path))
+                if not await self._thread(target.is_dir):
+                    raise ValueError("Checkpoints can be restored to a directory only.")
+            try:
+                await self._restore_into(await self._storage(self._src), target)
+            except BaseException:
+                if owned and self._tmpdir is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._thread(shutil.rmtree, self._tmpdir, True)
+                    self._tmpdir = None
+                raise
+            self._restored = target
+            return target
+
+    async def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
+        """Save a file, a folder's contents or a binary file object, as a new version.
+
+        The new version holds everything saved before plus ``cp``; a path saved again
+        replaces its earlier content. A file is stored under its name, a folder's files
+        under their paths relative to it, a file object as ``_dst_cp``.
+
+        :raises ValueError: ``cp`` is of another type, or a folder holds a symlink that
+            points outside it, or something that is not a regular file.
+        :raises FileNotFoundError: ``cp`` does not exist.
+        :raises CheckpointError: another writer committed to the same dest meanwhile.
+        """
+        self._check_open()
+        if isinstance(cp, (str, os.PathLike)):
+            uploads = await self._thread(_scan, Path(os.fspath(cp)))
+        elif isinstance(cp, io.IOBase) and hasattr(cp, "read"):
+            if isinstance(cp, io.TextIOBase):
+                raise ValueError(
+                    f"cannot save text file object {cp!r}: open it in binary mode ('rb')"
+                )
+            if not cp.readable():
+                raise ValueError(f"cannot save file object {cp!r}: it is not readable")
+            uploads = [Upload("", self.TMP_DST_PATH, cp)]  # type: ignore[arg-type]
+        else:
+            raise ValueError(
+                f"Unsupported checkpoint type {type(cp).__name__}: expected a path to a file"
+                " or folder, or a binary file object"
+            )
+        await self._commit(uploads)
+
+    async def write(self, b: bytes | bytearray | memoryview) -> None:
+        """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``.
+
+        :raises TypeError: ``b`` is not bytes-like.
+        """
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
+        self._check_open()
+        await self._commit([Upload("", self.TMP_DST_PATH, as_stream(b))])
+
+    async def read(self) -> bytes | None:
+        """Restore, then return the one file's bytes (None if the checkpoint is empty).
+
+        :raises ValueError: the checkpoint holds more than one file.
+        """
+        path = await self.restore()
+        if path is None:
+            return None
+        return await self._thread(_read_single, path)  # type: ignore[no-any-return]
+
+    # -- restore ---------------------------------------------------------------
+
+    async def _restore_into(self, store: Storage, target: Path) -> None:
+        for attempt in (1, 2):
+            manifest, items = await self._plan_restore(store)
+            try:
+                await self._fetch(store, items, target)
+                return
+            except MissingObjectError:
+                newest = await self._newest(store) if manifest is not None else None
+                if attempt == 2 or newest is None or newest.version == manifest.version:  # type: ignore[union-attr]
+                    raise
+                log.info(
+                    "version %d of %s was replaced by %d during restore; restoring that",
+                    manifest.version,  # type: ignore[union-attr]
+                    store.describe(),
+                    newest.version,
+                )
+
+    async def _plan_restore(
+        self, store: Storage
+    ) -> tuple[mf.Manifest | None, list[tuple[str, str, int, int | None]]]:
+        """What to fetch: (name, key, size, crc) per file, from the newest manifest or
+        from the plain files under the source."""
+        try:
+            manifest = await self._newest(store)
+        except FileNotFoundError as exc:
+            raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
+        if manifest is not None:
+            return manifest, [
+                (name, f"{mf.META}/{e.object}", e.size, int(e.checksum[6:], 16))
+                for name, e in manifest.files.items()
+            ]
+        everything = await store.list()
+        plain = [o for o in everything if not o.key.startswith(mf.META + "/")]
+        bad = [f"{o.key!r} ({reason})" for o in plain if (reason := mf.check_relpath(o.key))]
+        if bad:
+            raise CorruptCheckpointError(
+                f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
+            )
+        if not plain and everything:
+            raise CheckpointNotFoundError(
+                f"no checkpoint at {store.describe()}: it holds only the leftovers of an"
+                " interrupted save that never committed"
+            )
+        if not plain and store.empty_means_missing:
+            raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: nothing is there")
+        return None, [(o.key, o.key, o.size, None) for o in plain]
+
+    async def _fetch(
+        self, store: Storage, items: list[tuple[str, str, int, int | None]], target: Path
+    ) -> None:
+        """Download into a staging folder inside ``target``, then move into place, so a
+        failed restore leaves nothing behind."""
+        staging = target / f".aiocheckpoint-restore-{uuid.uuid4().hex[:12]}"
+        await self._thread(staging.mkdir)
+        try:
+            downloads = [Download(key, name, staging / name, size, crc) for name, key, size, crc in items]
+            await self._engine.download(store, downloads)
+            await self._thread(_move_into, staging, target, [d.name for d in downloads])
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._thread(shutil.rmtree, staging, True)
+
+    # -- save ------------------------------------------------------------------
+
+    async def _newest(self, store: Storage) -> mf.Manifest | None:
+        """The newest committed manifest, or None. Raises FileNotFoundError for a missing
+        local root."""
+        for _ in range(3):
+            listing = await store.list(mf.MANIFESTS)
+            versions = sorted(v for o in listing if (v := mf.manifest_version(o.key)) is not None)
+            if not versions:
+                return None
+            key = mf.manifest_key(versions[-1])
+            try:
+                return mf.decode(await store.get(key), store.describe(key))
+            except FileNotFoundError:
+                continue  # collected by a newer commit meanwhile: list again
+        raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
+
+    async def _commit(self, uploads: list[Upload]) -> None:
+        async with self._save_lock:
+            store = await self._storage(self._dest)
+            started = time.monotonic()
+            try:
+                base = await self._newest(store)
+            except FileNotFoundError:
+                base = None  # a new local folder
+            version = (base.version if base else 0) + 1
+            folder = mf.data_dir(version, uuid.uuid4().hex[:12])
+            uploads = [
+                Upload(f"{mf.META}/{folder}{u.name}", u.name, u.source, u.size) for u in uploads
+            ]
+            try:
+                stored = await self._engine.upload(store, uploads)
+                await store.sync()
+                files = dict(base.files) if base else {}
+                for upload, done in zip(uploads, stored):
+                    files[upload.name] = mf.FileEntry(
+                        folder + upload.name, done.size, to_text(done.crc)
+                    )
+                manifest = mf.Manifest(version, files)
+                key = mf.manifest_key(version)
+                try:
+                    await store.put_exclusive(key, mf.encode(manifest))
+                except FileExistsError as exc:
+                    raise CheckpointError(
+                        f"another writer committed version {version} to {store.describe()}"
+                        " while this save ran; this save was not committed"
+                    ) from exc
+            except BaseException:
+                await self._discard(store, f"{mf.META}/{folder}")
+                raise
+            await self._collect_garbage(store, manifest, folder)
+            log.info(
+                "committed version %d of %s: %d files (%d saved now, %d bytes) in %.2fs",
+                version,
+                store.describe(),
+                len(files),
+                len(stored),
+                sum(s.size for s in stored),
+                time.monotonic() - started,
+            )
+
+    async def _discard(self, store: Storage, prefix: str, *extra: str) -> None:
+        """Best effort: delete what an uncommitted save wrote (the next save would too)."""
+        with anyio.move_on_after(30, shield=True):
+            try:
+                keys = [o.key for o in await store.list(prefix)]
+                await store.delete([*keys, *extra])
+            except Exception as exc:
+                log.warning("could not clean up %s: %s", store.describe(prefix), exc)
+
+    async def _collect_garbage(self, store: Storage, manifest: mf.Manifest, folder: str) -> None:
+        listing = await store.list(mf.META + "/")
+        versions = sorted(
+            (v for o in listing if (v := mf.manifest_version(o.key)) is not None), reverse=True
+        )
+        if versions and versions[0] > manifest.version:
+            # A slow writer's commit is older than one made meanwhile: undo it, say so.
+            key = mf.manifest_key(manifest.version)
+            await self._discard(store, f"{mf.META}/{folder}", key)
+            raise CheckpointError(
+                f"another writer committed version {versions[0]} to {store.describe()} while"
+                f" this save (version {manifest.version}) ran; this save was not committed"
+            )
+        try:
+            retained = [manifest]
+            for v in versions[1 : self._keep]:
+                key = mf.manifest_key(v)
+                retained.append(mf.decode(await store.get(key), store.describe(key)))
+            junk = mf.garbage((o.key for o in listing), retained, manifest.version)
+            if junk:
+                await store.delete(junk)
+                log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
+        except Exception as exc:  # the commit stands; the next save tries again
+            log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _scan(root: Path) -> list[Upload]:
+    """What saving ``root`` stores: the file itself, or a folder's files, recursively."""
+    if not os.path.lexists(root):
+        raise FileNotFoundError(f"checkpoint source does not exist: {root}")
+    if not root.is_dir():
+        size = _regular_size(root, root)
+        return [Upload("", root.name, root, size)]
+    real_root = os.path.realpath(root)
+    seen = {real_root}
+
+    def check_link(path: str) -> str:
+        real = os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise ValueError(
+                f"symlink {path} points outside {root} (to {real}); only links inside the"
+                " saved folder can be saved"
+            )
+        return real
+
+    out = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        keep = []
+        for name in sorted(dirs):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                real = check_link(path)
+                if real in seen:
+                    continue  # a link back up the tree: its files are saved already
+                seen.add(real)
+            keep.append(name)
+        dirs[:] = keep
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                check_link(path)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            out.append(Upload("", rel, Path(path), _regular_size(Path(path), root)))
+    return out
+
+
+def _regular_size(path: Path, root: Path) -> int:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ValueError(f"cannot save {path}: it is a broken symlink") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"cannot save {path}: not a regular file or folder")
+    return st.st_size
+
+
+def _move_into(staging: Path, target: Path, names: list[str]) -> None:
+    for name in names:
+        final = target / name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, final)
+
+
+def _read_single(folder: Path) -> bytes | None:
+    entries = list(folder.iterdir())
+    if not entries:
+        return None
+    if len(entries) > 1:
+        raise ValueError(f"Expected exactly one checkpoint - found {len(entries)}")
+    if not entries[0].is_file():
+        raise ValueError(f"Expected exactly one checkpoint file - found folder {entries[0]}")
+    return entries[0].read_bytes()

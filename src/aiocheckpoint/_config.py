@@ -1,0 +1,68 @@
+"""Transfer settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+#: S3's limits for multipart uploads.
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransferConfig:
+    """How files move: concurrency, part sizes and the memory bound.
+
+    :param max_concurrency: requests in flight at once, over all files and parts of one
+        operation (also the size of the S3 connection pool).
+    :param multipart_threshold: files larger than this are uploaded with S3 multipart
+        upload and downloaded with concurrent ranged GETs.
+    :param part_size: size of one part or range; grown automatically so that a file never
+        needs more than 10,000 parts. At least 5 MiB (S3's minimum part size).
+    :param max_buffer_bytes: bound on file bytes held in memory at once. Default:
+        ``max_concurrency * max(part_size, multipart_threshold)``.
+    :param max_threads: worker threads for local file I/O.
+    :raises ValueError: a value is not a positive integer, or ``part_size`` is outside
+        S3's 5 MiB – 5 GiB range.
+    """
+
+    max_concurrency: int = 32
+    multipart_threshold: int = 8 * MiB
+    part_size: int = 8 * MiB
+    max_buffer_bytes: int | None = None
+    max_threads: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("max_concurrency", "multipart_threshold", "part_size", "max_threads"):
+            _check_positive(name, getattr(self, name))
+        if self.max_buffer_bytes is not None:
+            _check_positive("max_buffer_bytes", self.max_buffer_bytes)
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise ValueError(
+                f"part_size must be between {MIN_PART_SIZE} (5 MiB) and {MAX_PART_SIZE} (5 GiB)"
+                f" bytes, got {self.part_size}"
+            )
+
+    @property
+    def buffer_bytes(self) -> int:
+        """The effective bound on bytes held in memory."""
+        if self.max_buffer_bytes is not None:
+            return self.max_buffer_bytes
+        return self.max_concurrency * max(self.part_size, self.multipart_threshold)
+
+    def part_size_for(self, size: int) -> int:
+        """The part size for a file of ``size`` bytes: never more than 10,000 parts."""
+        part = self.part_size
+        if size > part * MAX_PARTS:
+            part = -(-size // MAX_PARTS)
+            part = -(-part // MiB) * MiB
+        return min(part, MAX_PART_SIZE)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,169 @@
+"""Manifests and the on-storage layout. No I/O here.
+
+Layout under a checkpoint's root (a local folder or an S3 prefix)::
+
+    .aiocheckpoint/manifests/v0000000007.json        one per committed version
+    .aiocheckpoint/data/0000000007-<token>/<path>    data objects written by that save
+
+A manifest maps every relative path of the checkpoint to its data object (relative to
+``.aiocheckpoint/``), size and CRC-32. Data objects are never overwritten: each save
+writes under a fresh ``<version>-<token>`` prefix. The manifest is written last, with an
+exclusive create, and that write is the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from ._errors import CorruptCheckpointError
+
+FORMAT = 1
+META = ".aiocheckpoint"
+MANIFESTS = f"{META}/manifests/"
+DATA = f"{META}/data/"
+
+_MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
+_DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    object: str
+    size: int
+    checksum: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    files: Mapping[str, FileEntry]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files.values())
+
+    def objects(self) -> set[str]:
+        return {entry.object for entry in self.files.values()}
+
+
+def manifest_key(version: int) -> str:
+    return f"{MANIFESTS}v{version:010d}.json"
+
+
+def manifest_version(key: str) -> int | None:
+    """The version of a manifest key, or None for anything else under ``manifests/``."""
+    match = _MANIFEST_NAME.fullmatch(key.removeprefix(MANIFESTS))
+    return int(match.group(1)) if match and key.startswith(MANIFESTS) else None
+
+
+def data_dir(version: int, token: str) -> str:
+    """The folder (relative to ``.aiocheckpoint/``) for the data objects of one save."""
+    return f"data/{version:010d}-{token}/"
+
+
+def data_dir_version(key: str) -> int | None:
+    """The save version a key under ``.aiocheckpoint/data/`` belongs to."""
+    if not key.startswith(DATA):
+        return None
+    match = _DATA_DIR.fullmatch(key[len(DATA) :].split("/", 1)[0])
+    return int(match.group(1)) if match else None
+
+
+def check_relpath(path: str) -> str | None:
+    """Why ``path`` is not a safe relative path inside a folder, or None if it is."""
+    if not path:
+        return "empty path"
+    if "\x00" in path:
+        return "NUL character"
+    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+        return "absolute path"
+    parts = path.replace("\\", "/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "'..', '.' or empty path segment"
+    return None
+
+
+def encode(manifest: Manifest) -> bytes:
+    doc = {
+        "format": FORMAT,
+        "version": manifest.version,
+        "created": manifest.created,
+        "files": {
+            path: {"object": e.object, "size": e.size, "checksum": e.checksum}
+            for path, e in sorted(manifest.files.items())
+        },
+    }
+    return json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
+
+
+def decode(data: bytes, where: str) -> Manifest:
+    """Parse and validate a manifest; ``where`` names it in errors."""
+    try:
+        doc = json.loads(data)
+        fmt = doc["format"]
+        if fmt != FORMAT:
+            raise CorruptCheckpointError(
+                f"manifest {where} has format {fmt!r}; this version of aiocheckpoint reads"
+                f" format {FORMAT}"
+            )
+        files = {
+            str(path): FileEntry(str(e["object"]), int(e["size"]), str(e["checksum"]))
+            for path, e in doc["files"].items()
+        }
+        manifest = Manifest(int(doc["version"]), files, str(doc.get("created", "")))
+    except CorruptCheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"manifest {where} is not valid: {exc!r}") from exc
+    bad = [
+        f"{path!r} ({reason})"
+        for path, entry in manifest.files.items()
+        for reason in [check_relpath(path) or _check_object(entry)]
+        if reason
+    ]
+    if bad:
+        raise CorruptCheckpointError(f"manifest {where} lists unsafe paths: {', '.join(bad)}")
+    return manifest
+
+
+def _check_object(entry: FileEntry) -> str | None:
+    if entry.size < 0:
+        return "negative size"
+    if not entry.checksum.startswith("crc32:"):
+        return f"unknown checksum {entry.checksum!r}"
+    reason = check_relpath(entry.object)
+    if reason is None and not entry.object.startswith("data/"):
+        reason = "object outside data/"
+    return f"object {entry.object!r}: {reason}" if reason else None
+
+
+def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> list[str]:
+    """Keys under ``.aiocheckpoint/`` that no retained manifest needs.
+
+    Only data of saves numbered ``upto`` or lower is collected: a higher number may belong
+    to a save still in flight. Manifests older than the oldest retained one go too, and so
+    do stray files in ``manifests/`` (temp files of a crashed commit).
+    """
+    retained = list(retained)
+    live = {f"{META}/{obj}" for m in retained for obj in m.objects()}
+    live |= {manifest_key(m.version) for m in retained}
+    oldest = min((m.version for m in retained), default=upto)
+    out = []
+    for key in keys:
+        if key in live:
+            continue
+        version = data_dir_version(key)
+        if version is not None and version <= upto:
+            out.append(key)
+            continue
+        version = manifest_version(key)
+        if (version is not None and version < oldest) or (
+            version is None and key.startswith(MANIFESTS) and ".tmp-" in key
+        ):
+            out.append(key)
+    return out

@@ -1,0 +1,176 @@
+"""Checkpoint (the blocking interface) and SyncCheckpoint, which runs AsyncCheckpoint on a
+private event loop. No checkpoint logic lives here: each method is one delegation."""
+
+from __future__ import annotations
+
+import abc
+import io
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._async import AsyncCheckpoint, PathLike
+from ._config import TransferConfig
+from ._errors import CheckpointClosedError
+
+T = TypeVar("T")
+
+
+class Checkpoint(abc.ABC):
+    """The blocking checkpoint interface (as in flytekit's ``checkpointer``)."""
+
+    @abc.abstractmethod
+    def prev_exists(self) -> bool: ...
+
+    @abc.abstractmethod
+    def restore(self, path: PathLike | None = None) -> Path | None: ...
+
+    @abc.abstractmethod
+    def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None: ...
+
+    @abc.abstractmethod
+    def read(self) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def write(self, b: bytes | bytearray | memoryview) -> None: ...
+
+
+class _Loop:
+    """A portal thread running one AsyncCheckpoint, opened on that thread's loop."""
+
+    def __init__(self, make: Callable[[], AsyncCheckpoint]) -> None:
+        self.pid = os.getpid()
+        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(
+            "asyncio", name="aiocheckpoint"
+        )
+        self.portal = self._portal_cm.__enter__()
+        try:
+            self.checkpoint = self.portal.call(make)
+            self._cm = self.portal.wrap_async_context_manager(self.checkpoint)
+            self._cm.__enter__()
+        except BaseException:
+            self._portal_cm.__exit__(None, None, None)
+            raise
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed or os.getpid() != self.pid:
+                return
+            self.closed = True
+        try:
+            self._cm.__exit__(None, None, None)
+        finally:
+            self._portal_cm.__exit__(None, None, None)
+
+    def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        done = threading.Event()
+
+        async def call() -> T:
+            try:
+                return await func()
+            finally:
+                done.set()
+
+        future = self.portal.start_task_soon(call)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C: cancel the transfer, wait for its cleanup (aborts, temp files), re-raise.
+            future.cancel()
+            done.wait()
+            raise
+
+
+class SyncCheckpoint(Checkpoint):
+    """A blocking checkpoint for plain scripts: ``AsyncCheckpoint`` on a private loop.
+
+    Thread-safe: any number of threads may call one object; saves are committed in
+    order. Works when called from a thread that runs its own event loop. Close it (or use
+    ``with``) to release connections and the private restore folder; a forgotten close
+    happens at interpreter exit.
+
+    Parameters are those of :class:`AsyncCheckpoint`.
+    """
+
+    SRC_LOCAL_FOLDER = AsyncCheckpoint.SRC_LOCAL_FOLDER
+    TMP_DST_PATH = AsyncCheckpoint.TMP_DST_PATH
+
+    def __init__(
+        self,
+        checkpoint_dest: PathLike,
+        checkpoint_src: PathLike | None = None,
+        *,
+        transfer: TransferConfig | None = None,
+        keep_versions: int = 1,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        botocore_config: Any = None,
+    ) -> None:
+        make = partial(
+            AsyncCheckpoint,
+            checkpoint_dest,
+            checkpoint_src,
+            transfer=transfer,
+            keep_versions=keep_versions,
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            botocore_config=botocore_config,
+        )
+        make()  # argument errors surface here, before a thread starts
+        self._lock = threading.Lock()
+        self._loop = _Loop(make)
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._loop.close)
+
+    def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""
+        with self._lock:
+            if self._closed:
+                raise CheckpointClosedError(f"{self!r} is closed")
+            if self._loop.pid != os.getpid():
+                # A forked child: the parent's loop thread is not here. Start our own.
+                old = self._loop
+                self._loop = _Loop(old.checkpoint._forked)
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, self._loop.close)
+            loop = self._loop
+        return loop.run(partial(method, loop.checkpoint, *args))
+
+    def __repr__(self) -> str:
+        return repr(self._loop.checkpoint).replace("AsyncCheckpoint", "SyncCheckpoint", 1)
+
+    def __enter__(self) -> SyncCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the storage clients, the private loop and the restore folder. Idempotent."""
+        with self._lock:
+            self._closed = True
+        self._finalizer()
+
+    def prev_exists(self) -> bool:
+        return self._loop.checkpoint.prev_exists()
+
+    def restore(self, path: PathLike | None = None) -> Path | None:
+        return self._run(AsyncCheckpoint.restore, path)
+
+    def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
+        return self._run(AsyncCheckpoint.save, cp)
+
+    def read(self) -> bytes | None:
+        return self._run(AsyncCheckpoint.read)
+
+    def write(self, b: bytes | bytearray | memoryview) -> None:
+        return self._run(AsyncCheckpoint.write, b)

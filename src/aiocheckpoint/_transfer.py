@@ -1,0 +1,418 @@
+"""The fan-out engine: moves many files, and the parts of big ones, under one budget.
+
+Every request (a whole-object PUT/GET, a part, a range) takes a slot of one semaphore of
+``max_concurrency`` slots, and every byte it holds in memory is counted against one byte
+budget. Work is spawned only when a slot is free: a sliding window, never a wave.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.abc import TaskGroup
+
+from ._checksum import combine_parts
+from ._config import TransferConfig
+from ._errors import CheckpointError, CorruptCheckpointError
+from .storage import MultipartUpload, Storage
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+log = logging.getLogger("aiocheckpoint")
+T = TypeVar("T")
+
+#: A stream of unknown length grows its parts every 1,000 parts so 10,000 parts hold
+#: 55,000 x part_size bytes (440 GiB at 8 MiB).
+_STREAM_GROWTH = 1000
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One thing to store under ``key``: a file path, or a binary stream."""
+
+    key: str
+    name: str  # the relative path users know it by, for messages
+    source: Path | BinaryIO
+    size: int = -1  # known for paths
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    size: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class Download:
+    key: str
+    name: str
+    target: Path
+    size: int
+    crc: int | None  # expected; None when nothing is known (plain files)
+
+
+class MissingObjectError(CorruptCheckpointError):
+    """A manifest names an object that is gone."""
+
+
+class ByteBudget:
+    """Counts bytes held in memory; ``acquire`` waits while the budget is spent."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._waiters: list[anyio.Event] = []
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.total)  # one request larger than the budget runs alone
+        while self.used + n > self.total:
+            event = anyio.Event()
+            self._waiters.append(event)
+            await event.wait()
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for event in waiters:
+            event.set()
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[TaskGroup]:
+    """A task group whose failures come out as one exception, never an ExceptionGroup."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except BaseExceptionGroup as group:
+        error = collapse(group)
+        error.__suppress_context__ = True
+        raise error  # noqa: B904 - keep the error's own __cause__
+
+
+def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit, cancellation
+            return exc
+    corrupt = [e for e in leaves if isinstance(e, CorruptCheckpointError)]
+    first: BaseException = leaves[0]
+    if len(corrupt) > 1:
+        first = CorruptCheckpointError("; ".join(str(e) for e in corrupt))
+    if isinstance(first, CheckpointError):
+        first.errors = tuple(leaves)
+    return first
+
+
+def _read_at(path: Path, offset: int, length: int) -> tuple[bytes, int]:
+    with open(path, "rb") as f:
+        if offset:
+            f.seek(offset)
+        data = f.read(length)
+    return data, zlib.crc32(data)
+
+
+def _read_stream(stream: BinaryIO, length: int) -> tuple[bytes, int]:
+    chunks = []
+    left = length
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise TypeError(f"the file object returned {type(chunk).__name__}, not bytes")
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    return data, zlib.crc32(data)
+
+
+def _check_read(path: Path, expected: int, got: int) -> None:
+    if got != expected:
+        raise CheckpointError(
+            f"{path} changed while being saved (expected {expected} bytes, read {got})"
+        )
+
+
+def _write_at(fd: int, offset: int, data: bytes) -> int:
+    view = memoryview(data)
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return zlib.crc32(data)
+
+
+def _open_target(path: Path, size: int) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    if size:
+        os.ftruncate(fd, size)
+    return fd
+
+
+class Engine:
+    def __init__(self, config: TransferConfig, threads: CapacityLimiter) -> None:
+        self.config = config
+        self._slots = anyio.Semaphore(config.max_concurrency)
+        self._budget = ByteBudget(config.buffer_bytes)
+        self._threads = threads
+
+    async def _thread(self, func: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    # -- uploads -------------------------------------------------------------
+
+    async def upload(self, storage: Storage, items: list[Upload]) -> list[Stored]:
+        """Store every item; returns what was stored, in the order given."""
+        results: list[Stored | None] = [None] * len(items)
+
+        async def run(i: int, item: Upload) -> None:
+            results[i] = await self._upload_one(storage, item)
+
+        async with task_group() as tg:
+            for i, item in enumerate(items):
+                await self._slots.acquire()  # handed to the task: its first request
+                tg.start_soon(run, i, item)
+        return [r for r in results if r is not None]
+
+    async def _upload_one(self, storage: Storage, item: Upload) -> Stored:
+        """Runs holding one slot, which it releases after its first request."""
+        if not isinstance(item.source, Path):
+            stored = await self._upload_stream(storage, item, item.source)
+        elif item.size > self.config.multipart_threshold:
+            stored = await self._upload_parts(storage, item, item.source)
+        else:
+            try:
+                stored = await self._put_small(storage, item, item.source)
+            finally:
+                self._slots.release()
+        log.debug("stored %s (%d bytes) as %s", item.name, stored.size, storage.describe(item.key))
+        return stored
+
+    async def _put_small(self, storage: Storage, item: Upload, path: Path) -> Stored:
+        held = await self._budget.acquire(item.size)
+        try:
+            data, crc = await self._thread(_read_at, path, 0, item.size)
+            _check_read(path, item.size, len(data))
+            await storage.put(item.key, data, crc)
+            return Stored(item.key, len(data), crc)
+        finally:
+            self._budget.release(held)
+
+    async def _upload_parts(self, storage: Storage, item: Upload, path: Path) -> Stored:
+        size = item.size
+        part = self.config.part_size_for(size)
+        try:
+            upload = await storage.start_multipart(item.key)
+        finally:
+            self._slots.release()
+        parts: dict[int, tuple[int, int]] = {}
+
+        async def put_part(number: int, offset: int, length: int) -> None:
+            try:
+                held = await self._budget.acquire(length)
+                try:
+                    data, crc = await self._thread(_read_at, path, offset, length)
+                    _check_read(path, length, len(data))
+                    await upload.put_part(number, offset, data, crc)
+                    parts[number] = (crc, length)
+                finally:
+                    self._budget.release(held)
+            finally:
+                self._slots.release()
+
+        async def send() -> None:
+            async with task_group() as tg:
+                for number, offset in enumerate(range(0, size, part), start=1):
+                    await self._slots.acquire()
+                    tg.start_soon(put_part, number, offset, min(part, size - offset))
+
+        await self._finish_multipart(upload, send)
+        return Stored(item.key, size, combine_parts([parts[n] for n in sorted(parts)]))
+
+    async def _finish_multipart(
+        self, upload: MultipartUpload, send: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``send`` then complete; abort on any failure or cancellation."""
+        try:
+            await send()
+            async with self._slots:
+                await upload.complete()
+        except BaseException:
+            # Shielded: a cancelled save must still abort, or its parts linger (and bill).
+            with anyio.move_on_after(30, shield=True):
+                try:
+                    await upload.abort()
+                except Exception as exc:
+                    log.warning("could not abort multipart upload: %s", exc)
+            raise
+
+    async def _upload_stream(self, storage: Storage, item: Upload, stream: BinaryIO) -> Stored:
+        """Store a binary stream read front to back; never all of it in memory.
+
+        Runs holding one slot. Each part owns a slot and its bytes until it is sent.
+        """
+        part = self.config.part_size
+        parts: dict[int, tuple[int, int]] = {}
+        total = 0
+        held = 0
+        handed = False  # once the first chunk's slot and bytes belong to a part task
+
+        async def put_part(number: int, offset: int, data: bytes, crc: int, held: int) -> None:
+            try:
+                await upload.put_part(number, offset, data, crc)
+                parts[number] = (crc, len(data))
+            finally:
+                self._budget.release(held)
+                self._slots.release()
+
+        async def next_chunk(length: int) -> tuple[bytes, int, int]:
+            await self._slots.acquire()
+            held = 0
+            try:
+                held = await self._budget.acquire(length)
+                data, crc = await self._thread(_read_stream, stream, length)
+            except BaseException:
+                self._budget.release(held)
+                self._slots.release()
+                raise
+            if not data:
+                self._budget.release(held)
+                self._slots.release()
+            return data, crc, held
+
+        async def send() -> None:
+            nonlocal total, handed, data
+            chunk, chunk_crc, chunk_held = data, crc, held
+            data = b""
+            number = 1
+            async with task_group() as tg:
+                while chunk:
+                    tg.start_soon(put_part, number, total, chunk, chunk_crc, chunk_held)
+                    handed = True
+                    total += len(chunk)
+                    number += 1
+                    chunk = b""
+                    length = part * (1 + (number - 1) // _STREAM_GROWTH)
+                    chunk, chunk_crc, chunk_held = await next_chunk(length)
+
+        try:
+            held = await self._budget.acquire(part)
+            data, crc = await self._thread(_read_stream, stream, part)
+            if len(data) < part:
+                await storage.put(item.key, data, crc)
+                return Stored(item.key, len(data), crc)
+            upload = await storage.start_multipart(item.key)
+            await self._finish_multipart(upload, send)
+        finally:
+            if not handed:
+                self._budget.release(held)
+                self._slots.release()
+        return Stored(item.key, total, combine_parts([parts[n] for n in sorted(parts)]))
+
+    # -- downloads -----------------------------------------------------------
+
+    async def download(self, storage: Storage, items: list[Download]) -> None:
+        """Fetch every item into its target path, verifying size and CRC-32 where known."""
+        async with task_group() as tg:
+            for item in items:
+                await self._slots.acquire()
+                tg.start_soon(self._download_one, storage, item)
+
+    async def _download_one(self, storage: Storage, item: Download) -> None:
+        part = self.config.part_size_for(item.size)
+        single = item.size <= self.config.multipart_threshold
+        try:
+            fd = await self._thread(_open_target, item.target, item.size)
+        except BaseException:
+            self._slots.release()
+            raise
+        pieces: dict[int, tuple[int, int]] = {}
+        try:
+            if single:
+                await self._get_range(storage, item, fd, 0, item.size, None, pieces)
+            else:
+                self._slots.release()
+                async with task_group() as tg:
+                    for offset in range(0, item.size, part):
+                        await self._slots.acquire()
+                        length = min(part, item.size - offset)
+                        tg.start_soon(self._get_range, storage, item, fd, offset, length, length, pieces)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._thread(os.close, fd)
+        crc = combine_parts([pieces[o] for o in sorted(pieces)])
+        size = sum(length for _, length in pieces.values())
+        if size != item.size:
+            raise CorruptCheckpointError(
+                f"{item.name}: expected {item.size} bytes, got {size}"
+                f" from {storage.describe(item.key)}"
+            )
+        if item.crc is not None and crc != item.crc:
+            raise CorruptCheckpointError(
+                f"{item.name}: checksum mismatch (expected crc32 {item.crc:08x}, got {crc:08x})"
+                f" in {storage.describe(item.key)}"
+            )
+        log.debug("fetched %s (%d bytes) from %s", item.name, size, storage.describe(item.key))
+
+    async def _get_range(
+        self,
+        storage: Storage,
+        item: Download,
+        fd: int,
+        offset: int,
+        length: int,
+        ranged: int | None,
+        pieces: dict[int, tuple[int, int]],
+    ) -> None:
+        """GET one range into place; runs holding a slot, which it releases."""
+        try:
+            held = await self._budget.acquire(length)
+            try:
+                try:
+                    if ranged is None:
+                        data = await storage.get(item.key)
+                    else:
+                        data = await storage.get(item.key, offset, length)
+                except FileNotFoundError as exc:
+                    raise MissingObjectError(
+                        f"{item.name}: object {storage.describe(item.key)} is missing"
+                    ) from exc
+                if len(data) > length:
+                    raise CorruptCheckpointError(
+                        f"{item.name}: expected {item.size} bytes, {storage.describe(item.key)}"
+                        " holds more"
+                    )
+                pieces[offset] = (await self._thread(_write_at, fd, offset, data), len(data))
+            finally:
+                self._budget.release(held)
+        finally:
+            self._slots.release()
+
+
+def as_stream(data: bytes | bytearray | memoryview) -> BinaryIO:
+    return io.BytesIO(bytes(data))

@@ -1,0 +1,64 @@
+"""The one async protocol every storage backend implements.
+
+Keys are ``/``-separated and relative to the backend's root (a local folder or an S3
+prefix). A missing key raises the built-in ``FileNotFoundError``; every other failure is
+raised once as ``StorageError`` with the backend's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class MultipartUpload(Protocol):
+    """One object written in parts, visible only after ``complete()``."""
+
+    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
+        """Store part ``number`` (1-based) holding bytes ``offset .. offset+len(data)``."""
+
+    async def complete(self) -> None: ...
+
+    async def abort(self) -> None:
+        """Discard the parts. Safe to call after a failure at any point."""
+
+
+class Storage(Protocol):
+    #: True where "nothing under the root" means the root does not exist (S3 prefixes);
+    #: False where an empty root is a real, empty folder (local).
+    empty_means_missing: bool
+
+    def describe(self, key: str = "") -> str:
+        """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""
+
+    async def put(self, key: str, data: bytes, crc: int) -> None:
+        """Write a whole object; ``crc`` is the CRC-32 of ``data``, checked by the server."""
+
+    async def put_exclusive(self, key: str, data: bytes) -> None:
+        """Create ``key`` only if it does not exist, else raise ``FileExistsError``."""
+
+    async def start_multipart(self, key: str) -> MultipartUpload: ...
+
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """Read ``length`` bytes from ``start`` (all of it when ``length`` is None)."""
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``.
+
+        :raises FileNotFoundError: the root itself does not exist (local only).
+        """
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Delete keys; missing keys are not an error."""
+
+    async def sync(self) -> None:
+        """Make every object written so far durable (before a commit)."""
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,224 @@
+"""Local filesystem backend: every call runs in a worker thread, never on the event loop."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import anyio.to_thread
+from anyio import CapacityLimiter
+
+from .._errors import StorageError
+from .._manifest import check_relpath
+from ._base import ObjectInfo
+
+T = TypeVar("T")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    empty_means_missing = False
+
+    def __init__(self, root: Path, limiter: CapacityLimiter) -> None:
+        self.root = root
+        self._limiter = limiter
+        self._dirty: set[Path] = set()  # folders whose entries changed since the last sync()
+
+    def describe(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def _path(self, key: str) -> Path:
+        reason = check_relpath(key)
+        if reason:
+            raise StorageError(f"refusing key {key!r} under {self.root}: {reason}")
+        return self.root / key
+
+    async def _run(self, key: str, func: Callable[[], T]) -> T:
+        try:
+            return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"no such file: {self.describe(key)}") from exc
+        except OSError as exc:
+            raise StorageError(f"local storage failed on {self.describe(key)}: {exc}") from exc
+
+    def _makedirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for path in reversed(missing):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                if not path.is_dir():
+                    raise
+            self._dirty.add(path.parent)
+
+    def _write_new(self, path: Path, data: bytes) -> Path:
+        """Write ``data`` to a fresh temp file beside ``path``, fsynced; return its name."""
+        self._makedirs(path.parent)
+        tmp = _tmp_name(path)
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    async def put(self, key: str, data: bytes, crc: int) -> None:
+        path = self._path(key)
+
+        def write() -> None:
+            os.replace(self._write_new(path, data), path)
+            self._dirty.add(path.parent)
+
+        await self._run(key, write)
+
+    async def put_exclusive(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+
+        def create() -> None:
+            tmp = self._write_new(path, data)
+            try:
+                os.link(tmp, path)  # fails if path exists: an atomic exclusive create
+            finally:
+                os.unlink(tmp)
+            _fsync_dir(path.parent)
+
+        try:
+            await anyio.to_thread.run_sync(create, limiter=self._limiter)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"local storage failed on {self.describe(key)}: {exc}") from exc
+
+    async def start_multipart(self, key: str) -> LocalMultipart:
+        path = self._path(key)
+
+        def start() -> LocalMultipart:
+            self._makedirs(path.parent)
+            tmp = _tmp_name(path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            return LocalMultipart(self, key, path, tmp, fd)
+
+        return await self._run(key, start)
+
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        path = self._path(key)
+
+        def read() -> bytes:
+            with open(path, "rb") as f:
+                if start:
+                    f.seek(start)
+                return f.read() if length is None else f.read(length)
+
+        return await self._run(key, read)
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+
+        def walk() -> list[ObjectInfo]:
+            if not self.root.is_dir():
+                if self.root.exists():
+                    raise FileNotFoundError(f"{self.root} is not a directory")
+                raise FileNotFoundError(f"no such directory: {self.root}")
+            out = []
+            for folder, _, names in os.walk(top):
+                for name in names:
+                    path = Path(folder, name)
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        try:
+                            out.append(ObjectInfo(key, path.stat().st_size))
+                        except FileNotFoundError:
+                            continue  # removed while listing, or a dangling symlink
+            out.sort(key=lambda info: info.key)
+            return out
+
+        return await self._run(prefix, walk)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        paths = [self._path(key) for key in keys]
+
+        def remove() -> None:
+            folders = set()
+            for path in paths:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+                folders.add(path.parent)
+            # Drop folders left empty, deepest first, never the root.
+            for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+                while folder != self.root and self.root in folder.parents:
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+                    folder = folder.parent
+
+        await self._run(keys[0] if keys else "", remove)
+
+    async def sync(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+
+        def flush() -> None:
+            for folder in dirty:
+                _fsync_dir(folder)
+
+        await self._run("", flush)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class LocalMultipart:
+    """Parts written in place into one temp file, renamed into place on completion."""
+
+    def __init__(self, store: LocalStorage, key: str, path: Path, tmp: Path, fd: int) -> None:
+        self._store = store
+        self._key = key
+        self._path = path
+        self._tmp = tmp
+        self._fd = fd
+
+    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
+        def write() -> None:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(self._fd, view[done:], offset + done)
+
+        await self._store._run(self._key, write)
+
+    async def complete(self) -> None:
+        def finish() -> None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._tmp, self._path)
+            self._store._dirty.add(self._path.parent)
+
+        await self._store._run(self._key, finish)
+
+    async def abort(self) -> None:
+        def discard() -> None:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._tmp.unlink(missing_ok=True)
+
+        await self._store._run(self._key, discard)

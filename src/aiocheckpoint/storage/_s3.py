@@ -1,0 +1,159 @@
+"""S3 backend on aiobotocore. Imported only when an ``s3://`` location is used."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .._checksum import to_s3
+from .._errors import StorageError
+from ._base import ObjectInfo
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+class S3Storage:
+    empty_means_missing = True
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def describe(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._key(key)}" if key else f"s3://{self.bucket}/{self.prefix}"
+
+    @asynccontextmanager
+    async def _errors(self, action: str, key: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "Unknown"))
+            if code in _MISSING:
+                raise FileNotFoundError(f"no such object: {self.describe(key)}") from exc
+            if code in _EXISTS:
+                raise FileExistsError(f"object exists: {self.describe(key)}") from exc
+            message = error.get("Message") or ""
+            raise StorageError(
+                f"S3 {action} {self.describe(key)} failed: {code}"
+                + (f" ({message})" if message else "")
+            ) from exc
+        except Exception as exc:
+            raise StorageError(f"S3 {action} {self.describe(key)} failed: {exc}") from exc
+
+    async def put(self, key: str, data: bytes, crc: int) -> None:
+        async with self._errors("PUT", key):
+            await self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumCRC32=to_s3(crc)
+            )
+
+    async def put_exclusive(self, key: str, data: bytes) -> None:
+        async with self._errors("PUT (If-None-Match)", key):
+            await self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+
+    async def start_multipart(self, key: str) -> S3Multipart:
+        async with self._errors("CreateMultipartUpload", key):
+            resp = await self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=self._key(key), ChecksumAlgorithm="CRC32"
+            )
+        return S3Multipart(self, key, resp["UploadId"])
+
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        extra = {}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            extra["Range"] = f"bytes={start}-{end}"
+        async with self._errors("GET", key):
+            resp = await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
+            # Read the body here, inside the caller's concurrency slot: an unread body keeps
+            # its pooled connection.
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+        return data
+
+    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        out = []
+        async with self._errors("LIST", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for item in page.get("Contents", ()):
+                    out.append(ObjectInfo(item["Key"][len(base) :], int(item["Size"])))
+        return out
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = keys[i : i + 1000]
+            async with self._errors("DELETE", batch[0]):
+                resp = await self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+                )
+            failed = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                first = failed[0]
+                raise StorageError(
+                    f"S3 DELETE of {len(failed)} object(s) failed, first s3://{self.bucket}/"
+                    f"{first.get('Key')}: {first.get('Code')} ({first.get('Message', '')})"
+                )
+
+    async def sync(self) -> None:
+        pass  # a successful PUT / CompleteMultipartUpload is already durable
+
+    async def aclose(self) -> None:
+        pass  # the client belongs to the checkpoint object
+
+
+class S3Multipart:
+    def __init__(self, store: S3Storage, key: str, upload_id: str) -> None:
+        self._store = store
+        self._key = key
+        self._upload_id = upload_id
+        self._parts: dict[int, dict[str, Any]] = {}
+
+    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
+        store = self._store
+        checksum = to_s3(crc)
+        async with store._errors(f"UploadPart {number} of", self._key):
+            resp = await store._client.upload_part(
+                Bucket=store.bucket,
+                Key=store._key(self._key),
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumCRC32=checksum,
+            )
+        self._parts[number] = {"ETag": resp["ETag"], "PartNumber": number, "ChecksumCRC32": checksum}
+
+    async def complete(self) -> None:
+        store = self._store
+        async with store._errors("CompleteMultipartUpload", self._key):
+            await store._client.complete_multipart_upload(
+                Bucket=store.bucket,
+                Key=store._key(self._key),
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": [self._parts[n] for n in sorted(self._parts)]},
+            )
+
+    async def abort(self) -> None:
+        store = self._store
+        try:
+            async with store._errors("AbortMultipartUpload", self._key):
+                await store._client.abort_multipart_upload(
+                    Bucket=store.bucket, Key=store._key(self._key), UploadId=self._upload_id
+                )
+        except FileNotFoundError:
+            pass
+        except StorageError as exc:
+            if "NoSuchUpload" not in str(exc):
+                raise
