@@ -11,6 +11,17 @@ from ._errors import (
 )
 from ._sync import Checkpoint, SyncCheckpoint
 
+for _error in (
+    CheckpointClosedError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    StorageError,
+):
+    _error.__module__ = __name__
+
+del _error
+
 __version__ = "0.1.0"
 
 __all__ = (

@@ -20,8 +20,12 @@ from anyio import CapacityLimiter
 from . import _manifest as mf
 from ._checksum import to_text
 from ._config import TransferConfig
-from ._errors import CheckpointClosedError, CheckpointError, CheckpointNotFoundError
-from ._errors import CorruptCheckpointError
+from ._errors import (
+    CheckpointClosedError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+)
 from ._transfer import Download, Engine, MissingObjectError, Upload, as_stream
 from .storage import Location, S3Options, Storage, Storages, parse_location
 
@@ -75,7 +79,11 @@ class AsyncCheckpoint:
             transfer = TransferConfig()
         elif not isinstance(transfer, TransferConfig):
             raise TypeError(f"transfer must be a TransferConfig, not {type(transfer).__name__}")
-        if isinstance(keep_versions, bool) or not isinstance(keep_versions, int) or keep_versions < 1:
+        if (
+            not isinstance(keep_versions, int)
+            or isinstance(keep_versions, bool)
+            or keep_versions < 1
+        ):
             raise ValueError(f"keep_versions must be a positive integer, got {keep_versions!r}")
         self._keep = keep_versions
         threads = CapacityLimiter(transfer.max_threads)
@@ -92,7 +100,8 @@ class AsyncCheckpoint:
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(checkpoint_dest={str(self._dest)!r}, checkpoint_src={str(self._src) if self._src else None!r})"
+        src = str(self._src) if self._src else None
+        return f"{type(self).__name__}(checkpoint_dest={str(self._dest)!r}, checkpoint_src={src!r})"
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -288,7 +297,7 @@ class AsyncCheckpoint:
         staging = target / f".aiocheckpoint-restore-{uuid.uuid4().hex[:12]}"
         await self._thread(staging.mkdir)
         try:
-            downloads = [Download(key, name, staging / name, size, crc) for name, key, size, crc in items]
+            downloads = [Download(key, name, staging / name, n, crc) for name, key, n, crc in items]
             await self._engine.download(store, downloads)
             await self._thread(_move_into, staging, target, [d.name for d in downloads])
         finally:
@@ -329,7 +338,7 @@ class AsyncCheckpoint:
                 stored = await self._engine.upload(store, uploads)
                 await store.sync()
                 files = dict(base.files) if base else {}
-                for upload, done in zip(uploads, stored):
+                for upload, done in zip(uploads, stored, strict=True):
                     files[upload.name] = mf.FileEntry(
                         folder + upload.name, done.size, to_text(done.crc)
                     )

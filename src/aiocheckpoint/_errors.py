@@ -8,7 +8,8 @@
      ├── CheckpointClosedError     (also RuntimeError)
      └── StorageError              (the backend's error is ``__cause__``)
 
-Caller mistakes stay ``ValueError`` / ``TypeError``; a missing input path stays ``FileNotFoundError``.
+Caller mistakes stay ``ValueError`` / ``TypeError``; a missing input path stays
+``FileNotFoundError``.
 """
 
 from __future__ import annotations

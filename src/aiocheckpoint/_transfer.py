@@ -281,6 +281,7 @@ class Engine:
         total = 0
         held = 0
         handed = False  # once the first chunk's slot and bytes belong to a part task
+        data, crc = b"", 0
 
         async def put_part(number: int, offset: int, data: bytes, crc: int, held: int) -> None:
             try:
@@ -360,8 +361,8 @@ class Engine:
                 async with task_group() as tg:
                     for offset in range(0, item.size, part):
                         await self._slots.acquire()
-                        length = min(part, item.size - offset)
-                        tg.start_soon(self._get_range, storage, item, fd, offset, length, length, pieces)
+                        n = min(part, item.size - offset)
+                        tg.start_soon(self._get_range, storage, item, fd, offset, n, n, pieces)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._thread(os.close, fd)

@@ -28,7 +28,9 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def describe(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{self._key(key)}" if key else f"s3://{self.bucket}/{self.prefix}"
+        return (
+            f"s3://{self.bucket}/{self._key(key)}" if key else f"s3://{self.bucket}/{self.prefix}"
+        )
 
     @asynccontextmanager
     async def _errors(self, action: str, key: str) -> AsyncIterator[None]:
@@ -133,7 +135,11 @@ class S3Multipart:
                 Body=data,
                 ChecksumCRC32=checksum,
             )
-        self._parts[number] = {"ETag": resp["ETag"], "PartNumber": number, "ChecksumCRC32": checksum}
+        self._parts[number] = {
+            "ETag": resp["ETag"],
+            "PartNumber": number,
+            "ChecksumCRC32": checksum,
+        }
 
     async def complete(self) -> None:
         store = self._store
