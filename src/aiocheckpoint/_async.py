@@ -150,6 +150,7 @@ class AsyncCheckpoint:
 
     def prev_exists(self) -> bool:
         """True if a previous checkpoint (``checkpoint_src``) was given. No I/O."""
+        self._check_open()
         return self._src is not None
 
     async def restore(self, path: PathLike | None = None) -> Path | None:

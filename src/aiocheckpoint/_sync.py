@@ -22,6 +22,32 @@ from ._errors import CheckpointClosedError
 
 T = TypeVar("T")
 
+_loops: weakref.WeakSet[_Loop] = weakref.WeakSet()
+_checkpoints: weakref.WeakSet[SyncCheckpoint] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for loop in list(_loops):
+        loop.close()
+
+
+_inherited: list[_Loop] = []
+
+
+def _after_fork() -> None:
+    # A lock held by another thread at fork time would never be released in the child.
+    for checkpoint in list(_checkpoints):
+        checkpoint._lock = threading.Lock()
+    # The parent's loops have no thread here: closing one (even by garbage collection of
+    # its portal) would wait forever. Keep them alive and untouched.
+    _inherited.extend(_loops)
+
+
+# A forgotten close() must not hang exit: the loop's worker threads are not daemons, and
+# the interpreter joins those before atexit handlers run. Close the loops first.
+threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_after_fork)
+
 
 class Checkpoint(abc.ABC):
     """The blocking checkpoint interface (as in flytekit's ``checkpointer``)."""
@@ -60,6 +86,7 @@ class _Loop:
             raise
         self.closed = False
         self._lock = threading.Lock()
+        _loops.add(self)
 
     def close(self) -> None:
         with self._lock:
@@ -68,8 +95,13 @@ class _Loop:
             self.closed = True
         try:
             self._cm.__exit__(None, None, None)
+        except RuntimeError:
+            pass  # garbage-collected on the loop thread itself: nothing to do from here
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            try:
+                self._portal_cm.__exit__(None, None, None)
+            except RuntimeError:
+                pass
 
     def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
         done = threading.Event()
@@ -86,7 +118,7 @@ class _Loop:
         except KeyboardInterrupt:
             # Ctrl-C: cancel the transfer, wait for its cleanup (aborts, temp files), re-raise.
             future.cancel()
-            done.wait()
+            done.wait(60)
             raise
 
 
@@ -130,6 +162,7 @@ class SyncCheckpoint(Checkpoint):
         self._loop = _Loop(make)
         self._closed = False
         self._finalizer = weakref.finalize(self, self._loop.close)
+        _checkpoints.add(self)
 
     def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""

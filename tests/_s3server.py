@@ -1,0 +1,221 @@
+"""A moto S3 server on 127.0.0.1 behind a WSGI middleware that tests steer at runtime.
+
+The middleware records every request, tracks how many are in flight (now and at most),
+and can delay, hold or fail requests chosen by a predicate. ``reset()`` clears all of it
+and lets held requests go without reaching moto.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    user_agent: str
+
+    def has_param(self, name: str) -> bool:
+        return any(part.split("=", 1)[0] == name for part in self.query.split("&"))
+
+
+Predicate = Callable[[Request], bool]
+
+
+def match(
+    method: str | None = None, *, param: str | None = None, path_contains: str | None = None
+) -> Predicate:
+    """A predicate on method, a query parameter being present, and a path substring."""
+
+    def predicate(request: Request) -> bool:
+        return (
+            (method is None or request.method == method)
+            and (param is None or request.has_param(param))
+            and (path_contains is None or path_contains in request.path)
+        )
+
+    return predicate
+
+
+class Hold:
+    """Requests matching ``predicate`` wait here until released (forwarded or dropped)."""
+
+    def __init__(self, predicate: Predicate) -> None:
+        self.predicate = predicate
+        self.arrived = 0
+        self._forward = False
+        self._released = threading.Event()
+        self._cond = threading.Condition()
+
+    def _wait(self) -> bool:
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+        self._released.wait()
+        return self._forward
+
+    def wait_for(self, count: int = 1, timeout: float = 60) -> bool:
+        """Block until ``count`` requests are held; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.arrived >= count, timeout)
+
+    def release(self, *, forward: bool = False) -> None:
+        self._forward = forward
+        self._released.set()
+
+
+_ERROR_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    "<Error><Code>{code}</Code><Message>{message}</Message>"
+    "<RequestId>injected</RequestId></Error>"
+)
+
+
+def _drain(environ: dict[str, Any]) -> None:
+    stream = environ["wsgi.input"]
+    if environ.get("wsgi.input_terminated"):
+        while stream.read(1 << 16):
+            pass
+        return
+    remaining = int(environ.get("CONTENT_LENGTH") or 0)
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 16))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+
+
+class Middleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+        self._holds: list[Hold] = []
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            holds, self._holds = self._holds, []
+            old_wake = getattr(self, "_wake", None)
+            self._wake = threading.Event()
+            self.requests: list[Request] = []
+            self.in_flight: int = getattr(self, "in_flight", 0)
+            self.max_in_flight = 0
+            self._delays: list[tuple[Predicate, float]] = []
+            self._faults: list[list[Any]] = []
+        if old_wake is not None:
+            old_wake.set()
+        for hold in holds:
+            hold.release(forward=False)
+
+    def delay(self, seconds: float, predicate: Predicate | None = None) -> None:
+        with self._lock:
+            self._delays.append((predicate or match(), seconds))
+
+    def fail(
+        self,
+        predicate: Predicate,
+        *,
+        status: int = 400,
+        code: str = "InvalidRequest",
+        message: str = "Injected failure",
+        times: int | None = None,
+    ) -> None:
+        with self._lock:
+            self._faults.append([predicate, status, code, message, times])
+
+    def hold(self, predicate: Predicate) -> Hold:
+        hold = Hold(predicate)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def matching(self, predicate: Predicate) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if predicate(r)]
+
+    def _error(self, start_response: Any, status: int, code: str, message: str) -> list[bytes]:
+        body = _ERROR_XML.format(code=code, message=message).encode()
+        start_response(
+            f"{status} {code}",
+            [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(
+            environ["REQUEST_METHOD"],
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_USER_AGENT", ""),
+        )
+        with self._lock:
+            self.requests.append(request)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            wake = self._wake
+            delay = sum(s for p, s in self._delays if p(request))
+            hold = next((h for h in self._holds if h.predicate(request)), None)
+            fault = None
+            for rule in self._faults:
+                if rule[0](request) and (rule[4] is None or rule[4] > 0):
+                    if rule[4] is not None:
+                        rule[4] -= 1
+                    fault = rule[1:4]
+                    break
+        try:
+            if delay:
+                wake.wait(delay)
+            if hold is not None and not hold._wait():
+                _drain(environ)
+                return self._error(start_response, 503, "SlowDown", "Dropped by the test")
+            if fault is not None:
+                _drain(environ)
+                return self._error(start_response, *fault)
+            result = self._app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+class _QuietHandler(MotoRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class S3Server:
+    """moto's S3 on 127.0.0.1 and a free port, served by threads, steered by ``control``."""
+
+    def __init__(self) -> None:
+        self.control = Middleware(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1",
+            0,
+            self.control,
+            threaded=True,
+            request_handler=_QuietHandler,
+        )
+        self.endpoint_url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.control.reset()
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()

@@ -1,0 +1,165 @@
+"""Requests in flight as the S3 server sees them: bounded, overlapping, cleaned up."""
+
+# Blocking file work in these async tests is test setup, not library code.
+# ruff: noqa: ASYNC230, ASYNC240
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+from _s3server import match
+
+from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1024 * 1024
+UPLOAD_PART = match("PUT", param="partNumber")
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def restore_all(src: str, into: Path, **kwargs) -> dict[str, bytes]:
+    """Restore ``src`` with a new checkpoint object (whose own dest stays unused)."""
+    into.mkdir()
+    async with AsyncCheckpoint(src.rstrip("/") + "-unused", src, **kwargs) as cp:
+        return read_tree(await cp.restore(into))
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    path = tmp_path / "big.bin"
+    path.write_bytes(random.Random(3).randbytes(12 * MiB))
+    return path
+
+
+async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, bucket, tmp_path):
+    files = {f"f{i:02d}.bin": os.urandom(1000) for i in range(24)}
+    transfer = TransferConfig(max_concurrency=4)
+    dest = f"s3://{bucket}/cp"
+
+    s3_control.delay(0.05)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert 2 <= s3_control.max_in_flight <= 4
+
+    s3_control.reset()
+    s3_control.delay(0.05)
+    restored = await restore_all(dest, tmp_path / "out", transfer=transfer)
+    assert 2 <= s3_control.max_in_flight <= 4
+    assert restored == files
+
+
+async def test_large_file_goes_multipart_within_the_same_budget(s3_control, bucket, tmp_path, big):
+    transfer = TransferConfig(max_concurrency=3, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    src = tmp_path / "src"
+    files = {f"small{i}.txt": f"small {i}".encode() for i in range(6)}
+    write_tree(src, files)
+    (src / "big.bin").write_bytes(big.read_bytes())
+    dest = f"s3://{bucket}/cp"
+
+    s3_control.delay(0.05)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(src)
+    assert s3_control.matching(match("POST", param="uploads"))
+    assert len(s3_control.matching(UPLOAD_PART)) >= 3
+    assert s3_control.max_in_flight <= 3
+
+    s3_control.reset()
+    s3_control.delay(0.05)
+    restored = await restore_all(dest, tmp_path / "out", transfer=transfer)
+    assert s3_control.max_in_flight <= 3
+    assert restored == {**files, "big.bin": big.read_bytes()}
+
+
+async def test_failed_upload_part_raises_storage_error_and_aborts(
+    s3_control, s3, bucket, tmp_path, big
+):
+    dest = f"s3://{bucket}/cp"
+    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.write(b"version 1")
+        s3_control.fail(UPLOAD_PART, status=400, code="InvalidRequest")
+        with pytest.raises(StorageError) as info:
+            await cp.save(big)
+        assert info.value.__cause__ is not None
+        assert "big.bin" in str(info.value)
+        assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
+
+        s3_control.reset()
+        await cp.save(big)
+    assert await restore_all(dest, tmp_path / "out2") == {
+        "_dst_cp": b"version 1",
+        "big.bin": big.read_bytes(),
+    }
+
+
+async def test_cancelled_save_leaves_no_multipart_upload_open(
+    s3_control, s3, bucket, tmp_path, big
+):
+    dest = f"s3://{bucket}/cp"
+    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.write(b"version 1")
+        hold = s3_control.hold(UPLOAD_PART)
+        with anyio.move_on_after(120) as guard:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, big)
+                assert await anyio.to_thread.run_sync(hold.wait_for, 1)
+                tg.cancel_scope.cancel()
+        assert not guard.cancelled_caught, "the cancelled save did not return"
+        assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
+
+        s3_control.reset()
+        await cp.write(b"version 2")
+    assert await restore_all(dest, tmp_path / "out2") == {"_dst_cp": b"version 2"}
+
+
+async def test_two_writers_racing_on_one_dest_never_corrupt_it(location, tmp_path):
+    """One writer per dest is supported; a racing second one must lose cleanly."""
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"before")
+    trees = {
+        name: write_tree(tmp_path / name, {f"{name}/f{i}": os.urandom(500) for i in range(10)})
+        for name in ("first", "second")
+    }
+    errors: dict[str, CheckpointError | None] = {}
+
+    async def save(name: str) -> None:
+        async with AsyncCheckpoint(dest) as cp:
+            try:
+                await cp.save(trees[name])
+                errors[name] = None
+            except CheckpointError as exc:
+                errors[name] = exc
+
+    async with anyio.create_task_group() as tg:
+        for name in trees:
+            tg.start_soon(save, name)
+    lost = [name for name, exc in errors.items() if exc is not None]
+    assert len(lost) <= 1, errors
+    for name in lost:
+        assert "another writer" in str(errors[name])
+    expected = {"_dst_cp": b"before"}
+    for name, root in trees.items():
+        if name not in lost:
+            expected.update(read_tree(root))
+    assert await restore_all(dest, tmp_path / "out") == expected
+    assert location.data_keys(dest) == location.referenced(dest)

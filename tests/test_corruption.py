@@ -1,0 +1,122 @@
+"""Storage tampered with behind the library's back is detected, named, and contained."""
+
+# Blocking file work in these async tests is test setup, not library code.
+# ruff: noqa: ASYNC230, ASYNC240
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from aiocheckpoint import AsyncCheckpoint, CorruptCheckpointError, TransferConfig
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1024 * 1024
+TRANSFER = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+FILES = {
+    "small.bin": b"small file contents",
+    "sub/large.bin": bytes(range(256)) * (6 * MiB // 256),
+    "zzz/last.txt": b"the end",
+}
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def saved(location, tmp_path: Path) -> str:
+    dest = location.new()
+    async with AsyncCheckpoint(dest, transfer=TRANSFER) as cp:
+        await cp.save(write_tree(tmp_path / "src", FILES))
+    return dest
+
+
+async def failed_restore(location, src: str, out: Path) -> CorruptCheckpointError:
+    out.mkdir(parents=True)
+    async with AsyncCheckpoint(location.new(), src, transfer=TRANSFER) as cp:
+        with pytest.raises(CorruptCheckpointError) as info:
+            await cp.restore(out)
+    for rel, data in read_tree(out).items():
+        assert FILES.get(rel) == data, f"{rel!r} left in the restore folder after a failed restore"
+    return info.value
+
+
+def commit_by_hand(location, dest: str, files: dict) -> str:
+    """Write a manifest one version above the newest, as if a save had committed it."""
+    version = int(location.manifests(dest)[-1].rsplit("v", 1)[1].split(".")[0]) + 1
+    key = f".aiocheckpoint/manifests/v{version:010d}.json"
+    doc = {"format": 1, "version": version, "created": "2024-01-01T00:00:00+00:00", "files": files}
+    location.put(dest, key, json.dumps(doc).encode())
+    return key
+
+
+@pytest.mark.parametrize("victim", ["small.bin", "sub/large.bin"])
+async def test_deleted_object_is_reported_by_path(location, tmp_path, victim):
+    dest = await saved(location, tmp_path)
+    entry = location.manifest(dest)["files"][victim]
+    location.delete(dest, ".aiocheckpoint/" + entry["object"])
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert victim in str(error)
+
+
+@pytest.mark.parametrize("victim", ["small.bin", "sub/large.bin"])
+async def test_same_size_different_bytes_is_reported_by_path(location, tmp_path, victim):
+    dest = await saved(location, tmp_path)
+    entry = location.manifest(dest)["files"][victim]
+    key = ".aiocheckpoint/" + entry["object"]
+    original = location.read(dest, key)
+    tampered = bytearray(original)
+    tampered[len(tampered) // 2] ^= 0xFF
+    location.put(dest, key, bytes(tampered))
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert victim in str(error)
+
+
+@pytest.mark.parametrize("evil", ["../evil", "sub/../../evil", "/abs"])
+async def test_manifest_path_escaping_the_restore_folder_is_refused(location, tmp_path, evil):
+    dest = await saved(location, tmp_path)
+    files = location.manifest(dest)["files"]
+    if evil == "/abs":
+        evil = (tmp_path / "abs_evil").as_posix()
+    commit_by_hand(location, dest, {**files, evil: files["small.bin"]})
+    parent = tmp_path / "restore"
+    error = await failed_restore(location, dest, parent / "into")
+    assert evil in str(error)
+    assert [p.name for p in parent.iterdir()] == ["into"]
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "abs_evil").exists()
+
+
+async def test_manifest_object_outside_the_metadata_folder_is_refused(location, tmp_path):
+    dest = await saved(location, tmp_path)
+    secret = b"a file next to the checkpoint, not part of it"
+    location.put(dest, "secret.txt", secret)
+    files = location.manifest(dest)["files"]
+    stolen = {
+        "object": "../secret.txt",
+        "size": len(secret),
+        "checksum": f"crc32:{zlib.crc32(secret):08x}",
+    }
+    commit_by_hand(location, dest, {**files, "stolen.txt": stolen})
+    await failed_restore(location, dest, tmp_path / "out")
+
+
+async def test_unreadable_newest_manifest_is_reported(location, tmp_path):
+    dest = await saved(location, tmp_path)
+    version = int(location.manifests(dest)[-1].rsplit("v", 1)[1].split(".")[0]) + 1
+    name = f"v{version:010d}.json"
+    location.put(dest, f".aiocheckpoint/manifests/{name}", b'{"format": 1, "files": {tru')
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert name in str(error)
