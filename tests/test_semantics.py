@@ -457,3 +457,18 @@ async def test_s3_bucket_root_as_destination(open_cp, s3, bucket, tmp_path):
     async with open_cp(f"s3://{bucket}/elsewhere", dest) as cp:
         path = await cp.restore()
         assert read_tree(path) == FILES
+
+
+def test_saving_a_folder_that_holds_its_own_dest_does_not_save_the_checkpoint(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "model.bin").write_bytes(b"weights")
+    dest = work / "checkpoints"
+    with SyncCheckpoint(dest) as cp:
+        cp.save(work)
+        cp.save(work)  # the first save's .aiocheckpoint folder is inside work now
+    with SyncCheckpoint(tmp_path / "unused", dest) as cp:
+        restored = cp.restore()
+        assert restored is not None
+        files = sorted(p.relative_to(restored).as_posix() for p in restored.rglob("*"))
+    assert files == ["model.bin"]

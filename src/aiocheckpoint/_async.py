@@ -33,6 +33,8 @@ log = logging.getLogger("aiocheckpoint")
 
 PathLike = str | os.PathLike[str]
 
+_STAGING = ".aiocheckpoint-restore-"
+
 
 class AsyncCheckpoint:
     """A checkpoint to ``await``: restore the previous one, save new versions.
@@ -295,7 +297,7 @@ class AsyncCheckpoint:
     ) -> None:
         """Download into a staging folder inside ``target``, then move into place, so a
         failed restore leaves nothing behind."""
-        staging = target / f".aiocheckpoint-restore-{uuid.uuid4().hex[:12]}"
+        staging = target / f"{_STAGING}{uuid.uuid4().hex[:12]}"
         await self._thread(staging.mkdir)
         try:
             downloads = [Download(key, name, staging / name, n, crc) for name, key, n, crc in items]
@@ -425,6 +427,8 @@ def _scan(root: Path) -> list[Upload]:
         keep = []
         for name in sorted(dirs):
             path = os.path.join(folder, name)
+            if name == mf.META or name.startswith(_STAGING):
+                continue  # a checkpoint stored inside the folder, or a restore under way
             if os.path.islink(path):
                 real = check_link(path)
                 if real in seen:

@@ -26,8 +26,8 @@ class TransferConfig:
     :param max_buffer_bytes: bound on file bytes held in memory at once. Default:
         ``max_concurrency * max(part_size, multipart_threshold)``.
     :param max_threads: worker threads for local file I/O.
-    :raises ValueError: a value is not a positive integer, or ``part_size`` is outside
-        S3's 5 MiB – 5 GiB range.
+    :raises ValueError: a value is not a positive integer, ``part_size`` is outside
+        S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.
     """
 
     max_concurrency: int = 32
@@ -41,6 +41,11 @@ class TransferConfig:
             _check_positive(name, getattr(self, name))
         if self.max_buffer_bytes is not None:
             _check_positive("max_buffer_bytes", self.max_buffer_bytes)
+        if self.multipart_threshold > MAX_PART_SIZE:
+            raise ValueError(
+                "multipart_threshold must be at most 5 GiB (S3's largest single PUT),"
+                f" got {self.multipart_threshold}"
+            )
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise ValueError(
                 f"part_size must be between {MIN_PART_SIZE} (5 MiB) and {MAX_PART_SIZE} (5 GiB)"

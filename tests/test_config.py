@@ -1,0 +1,55 @@
+"""TransferConfig arithmetic and the CRC-32 combination the engine relies on."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+
+from aiocheckpoint import TransferConfig
+from aiocheckpoint._checksum import combine_parts, to_s3
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@pytest.mark.parametrize("size", [0, 1, 8 * MiB, 80 * GiB, 6 * GiB, 5 * 1024 * GiB])
+def test_part_size_never_needs_more_than_10000_parts(size):
+    part = TransferConfig().part_size_for(size)
+    assert 5 * MiB <= part <= 5 * GiB
+    assert -(-size // part) <= 10_000
+
+
+def test_default_buffer_bound_is_concurrency_times_part():
+    cfg = TransferConfig(max_concurrency=4, part_size=8 * MiB, multipart_threshold=16 * MiB)
+    assert cfg.buffer_bytes == 4 * 16 * MiB
+    assert TransferConfig(max_buffer_bytes=123).buffer_bytes == 123
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"part_size": 4 * MiB},
+        {"part_size": 6 * GiB},
+        {"multipart_threshold": 6 * GiB},
+        {"max_buffer_bytes": 0},
+        {"max_threads": -1},
+        {"max_concurrency": True},
+    ],
+)
+def test_out_of_range_values_name_the_setting(kwargs):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        TransferConfig(**kwargs)
+
+
+def test_crc_of_parts_combines_to_crc_of_whole():
+    pieces = [os.urandom(n) for n in (0, 1, 1000, 5 * MiB + 3, 17)]
+    combined = combine_parts([(zlib.crc32(p), len(p)) for p in pieces])
+    assert combined == zlib.crc32(b"".join(pieces))
+
+
+def test_s3_checksum_header_form():
+    # S3's x-amz-checksum-crc32 is base64 of the big-endian CRC: "123456789" -> cbf43926.
+    assert to_s3(zlib.crc32(b"123456789")) == "y/Q5Jg=="

@@ -1,0 +1,90 @@
+"""The manifest codec, path validation and garbage rules (no I/O)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aiocheckpoint import CorruptCheckpointError
+from aiocheckpoint._manifest import (
+    FileEntry,
+    Manifest,
+    data_dir,
+    decode,
+    encode,
+    garbage,
+    manifest_key,
+    manifest_version,
+)
+
+
+def entry(obj: str, size: int = 3) -> FileEntry:
+    return FileEntry(obj, size, "crc32:0000abcd")
+
+
+def test_round_trip_keeps_every_field():
+    m = Manifest(7, {"a/b.bin": entry("data/0000000007-ab/a/b.bin", 10)})
+    back = decode(encode(m), "here")
+    assert back == m
+    assert json.loads(encode(m))["format"] == 1
+
+
+def test_manifest_keys_sort_by_version_and_parse_back():
+    keys = [manifest_key(v) for v in (10, 9, 100)]
+    assert sorted(keys) == [manifest_key(9), manifest_key(10), manifest_key(100)]
+    assert [manifest_version(k) for k in keys] == [10, 9, 100]
+    assert manifest_version(".aiocheckpoint/manifests/v1.json.tmp-ab") is None
+
+
+@pytest.mark.parametrize(
+    "path", ["../evil", "a/../../evil", "/etc/passwd", "a//b", "./a", "", "C:/x", "a\x00b"]
+)
+def test_unsafe_paths_are_refused_naming_them(path):
+    doc = {
+        "format": 1,
+        "version": 1,
+        "files": {path: {"object": "data/1/x", "size": 1, "checksum": "crc32:00000000"}},
+    }
+    with pytest.raises(CorruptCheckpointError, match="unsafe") as info:
+        decode(json.dumps(doc).encode(), "s3://b/p/m.json")
+    assert "s3://b/p/m.json" in str(info.value)
+
+
+@pytest.mark.parametrize("obj", ["../x", "manifests/v0000000001.json", "/data/x"])
+def test_objects_outside_data_are_refused(obj):
+    doc = {
+        "format": 1,
+        "version": 1,
+        "files": {"ok": {"object": obj, "size": 1, "checksum": "crc32:00000000"}},
+    }
+    with pytest.raises(CorruptCheckpointError, match="unsafe"):
+        decode(json.dumps(doc).encode(), "m")
+
+
+@pytest.mark.parametrize("data", [b"not json", b"{}", b'{"format": 99, "files": {}}'])
+def test_unreadable_manifests_are_corrupt(data):
+    with pytest.raises(CorruptCheckpointError, match="manifest m"):
+        decode(data, "m")
+
+
+def test_garbage_keeps_retained_versions_and_saves_in_flight():
+    old = ".aiocheckpoint/" + data_dir(1, "aa") + "x"
+    kept = ".aiocheckpoint/" + data_dir(1, "aa") + "y"
+    crashed = ".aiocheckpoint/" + data_dir(2, "bb") + "x"
+    newest = ".aiocheckpoint/" + data_dir(3, "cc") + "x"
+    in_flight = ".aiocheckpoint/" + data_dir(4, "dd") + "x"
+    m3 = Manifest(3, {"x": entry(data_dir(3, "cc") + "x"), "y": entry(data_dir(1, "aa") + "y")})
+    keys = [
+        old,
+        kept,
+        crashed,
+        newest,
+        in_flight,
+        manifest_key(1),
+        manifest_key(3),
+        ".aiocheckpoint/manifests/v0000000002.json.tmp-1234",
+    ]
+    assert sorted(garbage(keys, [m3], upto=3)) == sorted(
+        [old, crashed, manifest_key(1), ".aiocheckpoint/manifests/v0000000002.json.tmp-1234"]
+    )
