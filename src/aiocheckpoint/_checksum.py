@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import zlib
+from functools import lru_cache
 
 _POLY = 0xEDB88320
 
 
-def _gf2_times(mat: list[int], vec: int) -> int:
+def _gf2_times(mat: list[int] | tuple[int, ...], vec: int) -> int:
     total = 0
     i = 0
     while vec:
@@ -19,38 +20,44 @@ def _gf2_times(mat: list[int], vec: int) -> int:
     return total
 
 
-def _gf2_square(mat: list[int]) -> list[int]:
-    return [_gf2_times(mat, mat[n]) for n in range(32)]
+def _compose(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The operator ``a`` after ``b``."""
+    return tuple(_gf2_times(a, col) for col in b)
+
+
+_ONE_BIT = tuple([_POLY] + [1 << n for n in range(31)])
+_ONE_BYTE = _ONE_BIT
+for _ in range(3):
+    _ONE_BYTE = _compose(_ONE_BYTE, _ONE_BYTE)
+
+
+@lru_cache(maxsize=64)
+def _shift(length: int) -> tuple[int, ...]:
+    """The operator that appends ``length`` zero bytes to a CRC (parts repeat lengths)."""
+    result = tuple(1 << n for n in range(32))
+    op = _ONE_BYTE
+    while length:
+        if length & 1:
+            result = _compose(op, result)
+        length >>= 1
+        if length:
+            op = _compose(op, op)
+    return result
 
 
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)`` (zlib's method)."""
     if len2 <= 0:
         return crc1
-    # Operator for one zero bit, then squared up to shift crc1 past len2 zero bytes.
-    odd = [_POLY] + [1 << n for n in range(31)]
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
-        if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-    return crc1 ^ crc2
+    return _gf2_times(_shift(len2), crc1) ^ crc2
 
 
 def combine_parts(parts: list[tuple[int, int]]) -> int:
     """CRC-32 of the concatenation of ``(crc, length)`` pieces, in order."""
-    crc = 0
-    for part_crc, length in parts:
+    if not parts:
+        return 0
+    crc = parts[0][0]
+    for part_crc, length in parts[1:]:
         crc = crc32_combine(crc, part_crc, length)
     return crc
 
