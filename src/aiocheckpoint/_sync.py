@@ -207,3 +207,8 @@ class SyncCheckpoint(Checkpoint):
 
     def write(self, b: bytes | bytearray | memoryview) -> None:
         return self._run(AsyncCheckpoint.write, b)
+
+
+for _name in ("prev_exists", "restore", "save", "read", "write"):
+    getattr(SyncCheckpoint, _name).__doc__ = getattr(AsyncCheckpoint, _name).__doc__
+del _name
