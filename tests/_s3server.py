@@ -127,9 +127,12 @@ class Middleware:
         code: str = "InvalidRequest",
         message: str = "Injected failure",
         times: int | None = None,
+        applied: bool = False,
     ) -> None:
+        """Answer matching requests with an error; with ``applied``, only after moto has
+        carried the request out (a response lost on the way back)."""
         with self._lock:
-            self._faults.append([predicate, status, code, message, times])
+            self._faults.append([predicate, status, code, message, times, applied])
 
     def hold(self, predicate: Predicate) -> Hold:
         hold = Hold(predicate)
@@ -164,11 +167,13 @@ class Middleware:
             delay = sum(s for p, s in self._delays if p(request))
             hold = next((h for h in self._holds if h.predicate(request)), None)
             fault = None
+            applied = False
             for rule in self._faults:
                 if rule[0](request) and (rule[4] is None or rule[4] > 0):
                     if rule[4] is not None:
                         rule[4] -= 1
                     fault = rule[1:4]
+                    applied = rule[5]
                     break
         try:
             if delay:
@@ -176,6 +181,10 @@ class Middleware:
             if hold is not None and not hold._wait():
                 _drain(environ)
                 return self._error(start_response, 503, "SlowDown", "Dropped by the test")
+            if fault is not None and applied:
+                result = self._app(environ, lambda *args, **kwargs: None)
+                b"".join(result)
+                return self._error(start_response, *fault)
             if fault is not None:
                 _drain(environ)
                 return self._error(start_response, *fault)

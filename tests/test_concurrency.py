@@ -1,7 +1,6 @@
 """Requests in flight as the S3 server sees them: bounded, overlapping, cleaned up."""
 
 # Blocking file work in these async tests is test setup, not library code.
-# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 from _s3server import match
+from _trees import read_tree, restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
 
@@ -19,25 +19,6 @@ pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
 UPLOAD_PART = match("PUT", param="partNumber")
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-async def restore_all(src: str, into: Path, **kwargs) -> dict[str, bytes]:
-    """Restore ``src`` with a new checkpoint object (whose own dest stays unused)."""
-    into.mkdir()
-    async with AsyncCheckpoint(src.rstrip("/") + "-unused", src, **kwargs) as cp:
-        return read_tree(await cp.restore(into))
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Storage tampered with behind the library's back is detected, named, and contained."""
 
 # Blocking file work in these async tests is test setup, not library code.
-# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from _trees import read_tree, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CorruptCheckpointError, TransferConfig
 
@@ -22,18 +22,6 @@ FILES = {
     "sub/large.bin": bytes(range(256)) * (6 * MiB // 256),
     "zzz/last.txt": b"the end",
 }
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 async def saved(location, tmp_path: Path) -> str:

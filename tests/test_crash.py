@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from _s3server import match
+from _trees import read_tree, write_tree
 
 from aiocheckpoint import SyncCheckpoint
 
@@ -23,18 +23,6 @@ with SyncCheckpoint(sys.argv[1], transfer=TransferConfig(max_concurrency=1)) as 
     cp.save(sys.argv[2])
 print("committed", flush=True)
 """
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def kill_when_new_data_appears(location, dest, before, child) -> None:

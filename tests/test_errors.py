@@ -1,7 +1,6 @@
 """Caller mistakes, bad configuration and broken storage raise the documented errors."""
 
 # Blocking file work in these async tests is test setup, not library code.
-# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def test_manifest_keys_sort_by_version_and_parse_back():
 
 
 @pytest.mark.parametrize(
-    "path", ["../evil", "a/../../evil", "/etc/passwd", "a//b", "./a", "", "C:/x", "a\x00b"]
+    "path", ["../evil", "a/../../evil", "/etc/passwd", "a//b", "./a", "", "a\x00b"]
 )
 def test_unsafe_paths_are_refused_naming_them(path):
     doc = {

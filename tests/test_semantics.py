@@ -1,7 +1,6 @@
 """What a checkpoint means, the same on local disk and S3, through both front ends."""
 
 # Blocking file work in these async tests is test setup, not library code.
-# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _trees import read_tree, write_tree
 
 from aiocheckpoint import (
     AsyncCheckpoint,
@@ -26,19 +26,6 @@ from aiocheckpoint import (
 pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 class _SyncAsAwaitable:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from _s3server import match
+from _trees import read_tree
+from _trees import restore_all_sync as restore_all
 
 from aiocheckpoint import (
     AsyncCheckpoint,
@@ -27,17 +29,6 @@ from aiocheckpoint import (
 )
 
 MiB = 1024 * 1024
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def restore_all(src: str, into: Path) -> dict[str, bytes]:
-    """Restore ``src`` with a new checkpoint object (whose own dest stays unused)."""
-    into.mkdir()
-    with SyncCheckpoint(src.rstrip("/") + "-unused", src) as cp:
-        return read_tree(cp.restore(into))
 
 
 def test_every_async_coroutine_has_a_sync_twin_with_the_same_signature():

@@ -122,6 +122,9 @@ class AsyncCheckpoint:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
+            # Let saves and restores under way (from other threads, or tasks) finish first.
+            async with self._save_lock, self._restore_lock:
+                pass
             self._opened.clear()
             await self._storages.aclose()
             if self._tmpdir is not None:
@@ -276,8 +279,11 @@ class AsyncCheckpoint:
                 (name, f"{mf.META}/{e.object}", e.size, int(e.checksum[6:], 16))
                 for name, e in manifest.files.items()
             ]
-        everything = await store.list()
-        plain = [o for o in everything if not o.key.startswith(mf.META + "/")]
+        everything = await store.list_objects()
+        # Keys ending in "/" are folder markers (S3 consoles make them), not files.
+        plain = [
+            o for o in everything if not o.key.startswith(mf.META + "/") and not o.key.endswith("/")
+        ]
         bad = [f"{o.key!r} ({reason})" for o in plain if (reason := mf.check_relpath(o.key))]
         if bad:
             raise CorruptCheckpointError(
@@ -313,7 +319,7 @@ class AsyncCheckpoint:
         """The newest committed manifest, or None. Raises FileNotFoundError for a missing
         local root."""
         for _ in range(3):
-            listing = await store.list(mf.MANIFESTS)
+            listing = await store.list_objects(mf.MANIFESTS)
             versions = sorted(v for o in listing if (v := mf.manifest_version(o.key)) is not None)
             if not versions:
                 return None
@@ -340,57 +346,87 @@ class AsyncCheckpoint:
             try:
                 stored = await self._engine.upload(store, uploads)
                 await store.sync()
-                files = dict(base.files) if base else {}
-                for upload, done in zip(uploads, stored, strict=True):
-                    files[upload.name] = mf.FileEntry(
-                        folder + upload.name, done.size, to_text(done.crc)
-                    )
-                manifest = mf.Manifest(version, files)
-                key = mf.manifest_key(version)
-                try:
-                    await store.put_exclusive(key, mf.encode(manifest))
-                except FileExistsError as exc:
-                    raise CheckpointError(
-                        f"another writer committed version {version} to {store.describe()}"
-                        " while this save ran; this save was not committed"
-                    ) from exc
+                new = {
+                    upload.name: mf.FileEntry(folder + upload.name, done.size, to_text(done.crc))
+                    for upload, done in zip(uploads, stored, strict=True)
+                }
+                manifest = mf.Manifest(version, mf.merge(base.files if base else {}, new))
+                newest = max(await self._versions(store), default=0)
+                if newest >= version:
+                    raise _conflict(store, newest)
             except BaseException:
                 await self._discard(store, f"{mf.META}/{folder}")
                 raise
-            await self._collect_garbage(store, manifest, folder)
+            await self._publish(store, manifest, folder)
+            await self._collect_garbage(store, manifest)
             log.info(
                 "committed version %d of %s: %d files (%d saved now, %d bytes) in %.2fs",
                 version,
                 store.describe(),
-                len(files),
+                len(manifest.files),
                 len(stored),
                 sum(s.size for s in stored),
                 time.monotonic() - started,
             )
 
-    async def _discard(self, store: Storage, prefix: str, *extra: str) -> None:
+    async def _versions(self, store: Storage) -> list[int]:
+        try:
+            listing = await store.list_objects(mf.MANIFESTS)
+        except FileNotFoundError:
+            return []  # a local dest not created yet
+        return [v for o in listing if (v := mf.manifest_version(o.key)) is not None]
+
+    async def _publish(self, store: Storage, manifest: mf.Manifest, folder: str) -> None:
+        """Commit: create the manifest, exclusively.
+
+        Shielded from cancellation: once the data is durable, the outcome must be known,
+        committed or not. A failed request may still have landed (a retried PUT then
+        meets its own manifest), so on failure look before discarding anything.
+        """
+        key = mf.manifest_key(manifest.version)
+        body = mf.encode(manifest)
+        with anyio.CancelScope(shield=True):
+            try:
+                await store.put_exclusive(key, body)
+                return
+            except Exception as exc:
+                error = exc
+            try:
+                with anyio.fail_after(60):
+                    current: bytes | None = await store.get(key)
+            except FileNotFoundError:
+                current = None
+            except Exception:
+                # Unknown outcome: keep the data. If the manifest landed it needs it; if
+                # not, the next save collects it.
+                raise error from None
+            if current == body:
+                log.info("commit of %s succeeded although the request failed: %s", key, error)
+                return
+            await self._discard(store, f"{mf.META}/{folder}")
+            if isinstance(error, FileExistsError):
+                raise _conflict(store, manifest.version) from error
+            raise error
+
+    async def _discard(self, store: Storage, prefix: str) -> None:
         """Best effort: delete what an uncommitted save wrote (the next save would too)."""
         with anyio.move_on_after(30, shield=True):
             try:
-                keys = [o.key for o in await store.list(prefix)]
-                await store.delete([*keys, *extra])
+                await store.delete([o.key for o in await store.list_objects(prefix)])
             except Exception as exc:
                 log.warning("could not clean up %s: %s", store.describe(prefix), exc)
 
-    async def _collect_garbage(self, store: Storage, manifest: mf.Manifest, folder: str) -> None:
-        listing = await store.list(mf.META + "/")
-        versions = sorted(
-            (v for o in listing if (v := mf.manifest_version(o.key)) is not None), reverse=True
-        )
-        if versions and versions[0] > manifest.version:
-            # A slow writer's commit is older than one made meanwhile: undo it, say so.
-            key = mf.manifest_key(manifest.version)
-            await self._discard(store, f"{mf.META}/{folder}", key)
-            raise CheckpointError(
-                f"another writer committed version {versions[0]} to {store.describe()} while"
-                f" this save (version {manifest.version}) ran; this save was not committed"
-            )
+    async def _collect_garbage(self, store: Storage, manifest: mf.Manifest) -> None:
+        """Delete what no retained version needs, and abort unfinished uploads of crashed
+        saves. Failures only log: the commit stands and the next save tries again."""
         try:
+            listing = await store.list_objects(mf.META + "/")
+            versions = sorted(
+                (v for o in listing if (v := mf.manifest_version(o.key)) is not None),
+                reverse=True,
+            )
+            if versions and versions[0] > manifest.version:
+                return  # committed on top of ours meanwhile; that save collects
             retained = [manifest]
             for v in versions[1 : self._keep]:
                 key = mf.manifest_key(v)
@@ -399,8 +435,20 @@ class AsyncCheckpoint:
             if junk:
                 await store.delete(junk)
                 log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
-        except Exception as exc:  # the commit stands; the next save tries again
+            for key, upload_id in await store.list_uploads(mf.DATA):
+                version = mf.data_dir_version(key)
+                if version is not None and version <= manifest.version:
+                    await store.abort_upload(key, upload_id)
+                    log.debug("aborted unfinished upload of %s", store.describe(key))
+        except Exception as exc:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _conflict(store: Storage, version: int) -> CheckpointError:
+    return CheckpointError(
+        f"another writer committed version {version} to {store.describe()} while this save"
+        " ran; this save was not committed (one writer per checkpoint_dest is supported)"
+    )
 
 
 def _scan(root: Path) -> list[Upload]:

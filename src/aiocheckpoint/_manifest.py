@@ -80,12 +80,28 @@ def check_relpath(path: str) -> str | None:
         return "empty path"
     if "\x00" in path:
         return "NUL character"
-    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+    if path.startswith("/"):
         return "absolute path"
-    parts = path.replace("\\", "/").split("/")
+    parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "'..', '.' or empty path segment"
     return None
+
+
+def merge(base: Mapping[str, FileEntry], new: Mapping[str, FileEntry]) -> dict[str, FileEntry]:
+    """``base`` updated with ``new``. An old file where a new path needs a folder, or old
+    paths under what is now a file, are dropped: a checkpoint can't hold both."""
+    folders = {name.rsplit("/", i)[0] for name in new for i in range(1, name.count("/") + 1)}
+
+    def replaced(name: str) -> bool:
+        if name in folders:
+            return True
+        parts = name.split("/")
+        return any("/".join(parts[:i]) in new for i in range(1, len(parts)))
+
+    merged = {name: e for name, e in base.items() if not replaced(name)}
+    merged.update(new)
+    return merged
 
 
 def encode(manifest: Manifest) -> bytes:

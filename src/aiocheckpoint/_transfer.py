@@ -122,7 +122,11 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     corrupt = [e for e in leaves if isinstance(e, CorruptCheckpointError)]
     first: BaseException = leaves[0]
     if len(corrupt) > 1:
-        first = CorruptCheckpointError("; ".join(str(e) for e in corrupt))
+        # Several objects gone (e.g. collected by a newer commit) stay a MissingObjectError,
+        # which a restore retries from the newest manifest.
+        missing = all(isinstance(e, MissingObjectError) for e in corrupt)
+        kind = MissingObjectError if missing else CorruptCheckpointError
+        first = kind("; ".join(str(e) for e in corrupt))
     if isinstance(first, CheckpointError):
         first.errors = tuple(leaves)
     return first
@@ -169,8 +173,12 @@ def _write_at(fd: int, offset: int, data: bytes) -> int:
 def _open_target(path: Path, size: int) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    if size:
-        os.ftruncate(fd, size)
+    try:
+        if size:
+            os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -227,7 +235,7 @@ class Engine:
         size = item.size
         part = self.config.part_size_for(size)
         try:
-            upload = await storage.start_multipart(item.key)
+            upload = await self._start_multipart(storage, item.key)
         finally:
             self._slots.release()
         parts: dict[int, tuple[int, int]] = {}
@@ -253,6 +261,13 @@ class Engine:
 
         await self._finish_multipart(upload, send)
         return Stored(item.key, size, combine_parts([parts[n] for n in sorted(parts)]))
+
+    async def _start_multipart(self, storage: Storage, key: str) -> MultipartUpload:
+        # Shielded: cancelled mid-request, the upload would exist with an id never learned.
+        # The caller's next await sees the cancellation and aborts it.
+        with anyio.CancelScope(shield=True):
+            upload = await storage.start_multipart(key)
+        return upload
 
     async def _finish_multipart(
         self, upload: MultipartUpload, send: Callable[[], Awaitable[None]]
@@ -327,7 +342,7 @@ class Engine:
             if len(data) < part:
                 await storage.put(item.key, data, crc)
                 return Stored(item.key, len(data), crc)
-            upload = await storage.start_multipart(item.key)
+            upload = await self._start_multipart(storage, item.key)
             await self._finish_multipart(upload, send)
         finally:
             if not handed:

@@ -49,7 +49,7 @@ class Storage(Protocol):
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """Read ``length`` bytes from ``start`` (all of it when ``length`` is None)."""
 
-    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+    async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix``.
 
         :raises FileNotFoundError: the root itself does not exist (local only).
@@ -57,6 +57,11 @@ class Storage(Protocol):
 
     async def delete(self, keys: Sequence[str]) -> None:
         """Delete keys; missing keys are not an error."""
+
+    async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        """Multipart uploads begun and never completed or aborted: (key, upload id)."""
+
+    async def abort_upload(self, key: str, upload_id: str) -> None: ...
 
     async def sync(self) -> None:
         """Make every object written so far durable (before a commit)."""

@@ -22,6 +22,11 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:12]}")
 
 
+def _raise(error: OSError) -> None:
+    if not isinstance(error, FileNotFoundError):  # a folder removed while listing is fine
+        raise error
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -96,7 +101,9 @@ class LocalStorage:
                 os.link(tmp, path)  # fails if path exists: an atomic exclusive create
             finally:
                 os.unlink(tmp)
-            _fsync_dir(path.parent)
+            dirty, self._dirty = self._dirty | {path.parent}, set()
+            for folder in dirty:
+                _fsync_dir(folder)
 
         try:
             await anyio.to_thread.run_sync(create, limiter=self._limiter)
@@ -127,7 +134,7 @@ class LocalStorage:
 
         return await self._run(key, read)
 
-    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+    async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
 
         def walk() -> list[ObjectInfo]:
@@ -136,7 +143,7 @@ class LocalStorage:
                     raise FileNotFoundError(f"{self.root} is not a directory")
                 raise FileNotFoundError(f"no such directory: {self.root}")
             out = []
-            for folder, _, names in os.walk(top):
+            for folder, _, names in os.walk(top, onerror=_raise):
                 for name in names:
                     path = Path(folder, name)
                     key = path.relative_to(self.root).as_posix()
@@ -171,6 +178,12 @@ class LocalStorage:
                     folder = folder.parent
 
         await self._run(keys[0] if keys else "", remove)
+
+    async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        return []  # an unfinished local upload is a temp file, listed and collected as one
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        pass
 
     async def sync(self) -> None:
         dirty, self._dirty = self._dirty, set()

@@ -83,7 +83,7 @@ class S3Storage:
                 data: bytes = await body.read()
         return data
 
-    async def list(self, prefix: str = "") -> list[ObjectInfo]:
+    async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         base = f"{self.prefix}/" if self.prefix else ""
         out = []
         async with self._errors("LIST", prefix):
@@ -108,6 +108,19 @@ class S3Storage:
                     f"S3 DELETE of {len(failed)} object(s) failed, first s3://{self.bucket}/"
                     f"{first.get('Key')}: {first.get('Code')} ({first.get('Message', '')})"
                 )
+
+    async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        out = []
+        async with self._errors("ListMultipartUploads", prefix):
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for upload in page.get("Uploads", ()):
+                    out.append((upload["Key"][len(base) :], upload["UploadId"]))
+        return out
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        await S3Multipart(self, key, upload_id).abort()
 
     async def sync(self) -> None:
         pass  # a successful PUT / CompleteMultipartUpload is already durable
