@@ -280,9 +280,11 @@ class AsyncCheckpoint:
                 for name, e in manifest.files.items()
             ]
         everything = await store.list_objects()
-        # Keys ending in "/" are folder markers (S3 consoles make them), not files.
+        # Keys ending in "/" (or the prefix itself) are folder markers, not files.
         plain = [
-            o for o in everything if not o.key.startswith(mf.META + "/") and not o.key.endswith("/")
+            o
+            for o in everything
+            if o.key and not o.key.endswith("/") and not o.key.startswith(mf.META + "/")
         ]
         bad = [f"{o.key!r} ({reason})" for o in plain if (reason := mf.check_relpath(o.key))]
         if bad:

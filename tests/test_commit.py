@@ -1,0 +1,125 @@
+"""The commit protocol where requests fail, vanish or race, and what merged saves hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from _s3server import match
+from _trees import read_tree, restore_all, write_tree
+
+from aiocheckpoint import AsyncCheckpoint, CheckpointError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_commit_whose_response_was_lost_is_still_a_commit(s3_control, bucket, tmp_path):
+    # The manifest PUT reaches the server, the answer does not: botocore retries, meets
+    # its own manifest (412), and the save must see that it did commit.
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+        s3_control.fail(
+            match("PUT", path_contains="/.aiocheckpoint/manifests/"),
+            status=500,
+            code="InternalError",
+            times=1,
+            applied=True,
+        )
+        await cp.save(write_tree(tmp_path / "v2", {"model.bin": b"version 2"}))
+        await cp.write(b"version 3")
+    assert await restore_all(dest, tmp_path / "out") == {
+        "_dst_cp": b"version 3",
+        "model.bin": b"version 2",
+    }
+
+
+async def test_failed_commit_keeps_the_previous_version(s3_control, s3, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+        s3_control.fail(match("PUT", path_contains="/.aiocheckpoint/manifests/"), code="Nope")
+        with pytest.raises(CheckpointError, match="Nope"):
+            await cp.write(b"version 2")
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 2, keys  # one manifest, one data object: the failed save cleaned up
+
+
+async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
+    s3_control, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    v1 = {f"f{i}": b"old %d" % i for i in range(5)}
+    v2 = {f"f{i}": b"new %d" % i for i in range(5)}
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "v1", v1))
+    hold = s3_control.hold(match("GET", path_contains="/.aiocheckpoint/data/"))
+    out = tmp_path / "out"
+    out.mkdir()
+    async with AsyncCheckpoint(f"s3://{bucket}/unused", dest) as reader:
+        async with anyio.create_task_group() as tg:
+            result: list[Path | None] = []
+
+            async def restore() -> None:
+                result.append(await reader.restore(out))
+
+            tg.start_soon(restore)
+            assert await anyio.to_thread.run_sync(hold.wait_for, 5)
+            # Meanwhile a new version replaces every file; its cleanup deletes v1's data.
+            async with AsyncCheckpoint(dest) as writer:
+                await writer.save(write_tree(tmp_path / "v2", v2))
+            hold.release(forward=True)
+    assert result == [out]
+    assert read_tree(out) == v2
+
+
+async def test_next_save_aborts_uploads_a_killed_save_left_open(s3, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+    # What a save killed between CreateMultipartUpload and its abort leaves behind.
+    s3.create_multipart_upload(Bucket=bucket, Key="cp/.aiocheckpoint/data/0000000002-ab/big")
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 2")
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+async def test_a_file_can_become_a_folder_and_back(location, tmp_path):
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "a", {"x": b"file", "keep": b"k"}))
+        await cp.save(write_tree(tmp_path / "b", {"x/y": b"now a folder"}))
+    assert await restore_all(dest, tmp_path / "out1") == {"x/y": b"now a folder", "keep": b"k"}
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "c", {"x": b"a file again"}))
+    assert await restore_all(dest, tmp_path / "out2") == {"x": b"a file again", "keep": b"k"}
+
+
+async def test_names_that_are_odd_but_legal_round_trip(location, tmp_path):
+    files = {"a:b.txt": b"colon", "back\\slash": b"bs", "sp ace/ü.bin": b"u", "C:x": b"c"}
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert await restore_all(dest, tmp_path / "out") == files
+
+
+async def test_plain_prefix_with_folder_markers_restores_its_files(s3, bucket, tmp_path):
+    for key, body in [("plain/", b""), ("plain/models/", b""), ("plain/models/m.bin", b"m")]:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    assert await restore_all(f"s3://{bucket}/plain", tmp_path / "out") == {"models/m.bin": b"m"}
+
+
+async def test_keep_versions_keeps_older_versions_restorable(location, tmp_path):
+    dest = location.new()
+    async with AsyncCheckpoint(dest, keep_versions=2) as cp:
+        for n in (1, 2, 3):
+            await cp.write(b"version %d" % n)
+    manifests = location.manifests(dest)
+    assert [m.rsplit("/", 1)[1] for m in manifests] == ["v0000000002.json", "v0000000003.json"]
+    assert len(location.data_keys(dest)) == 2
+    # The older kept version is intact: delete the newest manifest and restore.
+    location.delete(dest, manifests[-1])
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 2"}
