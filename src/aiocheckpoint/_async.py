@@ -25,9 +25,10 @@ from ._errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    StorageError,
 )
-from ._transfer import Download, Engine, MissingObjectError, Upload, as_stream
-from .storage import Location, S3Options, Storage, Storages, parse_location
+from ._transfer import Download, Engine, MissingObjectError, Upload, as_stream, task_group
+from .storage import Location, ObjectInfo, S3Options, Storage, Storages, parse_location
 
 log = logging.getLogger("aiocheckpoint")
 
@@ -321,11 +322,10 @@ class AsyncCheckpoint:
         """The newest committed manifest, or None. Raises FileNotFoundError for a missing
         local root."""
         for _ in range(3):
-            listing = await store.list_objects(mf.MANIFESTS)
-            versions = sorted(v for o in listing if (v := mf.manifest_version(o.key)) is not None)
-            if not versions:
+            newest = max(_manifest_versions(await store.list_objects(mf.MANIFESTS)), default=0)
+            if not newest:
                 return None
-            key = mf.manifest_key(versions[-1])
+            key = mf.manifest_key(newest)
             try:
                 return mf.decode(await store.get(key), store.describe(key))
             except FileNotFoundError:
@@ -353,14 +353,15 @@ class AsyncCheckpoint:
                     for upload, done in zip(uploads, stored, strict=True)
                 }
                 manifest = mf.Manifest(version, mf.merge(base.files if base else {}, new))
-                newest = max(await self._versions(store), default=0)
+                listing, unfinished = await self._survey(store)
+                newest = max(_manifest_versions(listing), default=0)
                 if newest >= version:
                     raise _conflict(store, newest)
             except BaseException:
                 await self._discard(store, f"{mf.META}/{folder}")
                 raise
             await self._publish(store, manifest, folder)
-            await self._collect_garbage(store, manifest)
+            await self._collect_garbage(store, manifest, listing, unfinished)
             log.info(
                 "committed version %d of %s: %d files (%d saved now, %d bytes) in %.2fs",
                 version,
@@ -371,12 +372,27 @@ class AsyncCheckpoint:
                 time.monotonic() - started,
             )
 
-    async def _versions(self, store: Storage) -> list[int]:
-        try:
-            listing = await store.list_objects(mf.MANIFESTS)
-        except FileNotFoundError:
-            return []  # a local dest not created yet
-        return [v for o in listing if (v := mf.manifest_version(o.key)) is not None]
+    async def _survey(self, store: Storage) -> tuple[list[ObjectInfo], list[tuple[str, str]]]:
+        """Everything under ``.aiocheckpoint/``, and unfinished uploads, listed at once."""
+        listing: list[ObjectInfo] = []
+        unfinished: list[tuple[str, str]] = []
+
+        async def objects() -> None:
+            try:
+                listing.extend(await store.list_objects(mf.META + "/"))
+            except FileNotFoundError:
+                pass  # a local dest not created yet
+
+        async def uploads() -> None:
+            try:
+                unfinished.extend(await store.list_uploads(mf.DATA))
+            except StorageError as exc:  # e.g. no s3:ListBucketMultipartUploads permission
+                log.debug("cannot list unfinished uploads: %s", exc)
+
+        async with task_group() as tg:
+            tg.start_soon(objects)
+            tg.start_soon(uploads)
+        return listing, unfinished
 
     async def _publish(self, store: Storage, manifest: mf.Manifest, folder: str) -> None:
         """Commit: create the manifest, exclusively.
@@ -418,32 +434,37 @@ class AsyncCheckpoint:
             except Exception as exc:
                 log.warning("could not clean up %s: %s", store.describe(prefix), exc)
 
-    async def _collect_garbage(self, store: Storage, manifest: mf.Manifest) -> None:
+    async def _collect_garbage(
+        self,
+        store: Storage,
+        manifest: mf.Manifest,
+        listing: list[ObjectInfo],
+        unfinished: list[tuple[str, str]],
+    ) -> None:
         """Delete what no retained version needs, and abort unfinished uploads of crashed
-        saves. Failures only log: the commit stands and the next save tries again."""
+        saves, from what was listed just before the commit. Failures only log: the commit
+        stands and the next save tries again."""
         try:
-            listing = await store.list_objects(mf.META + "/")
-            versions = sorted(
-                (v for o in listing if (v := mf.manifest_version(o.key)) is not None),
-                reverse=True,
-            )
-            if versions and versions[0] > manifest.version:
-                return  # committed on top of ours meanwhile; that save collects
+            older = sorted(_manifest_versions(listing), reverse=True)[: self._keep - 1]
             retained = [manifest]
-            for v in versions[1 : self._keep]:
+            for v in older:
                 key = mf.manifest_key(v)
                 retained.append(mf.decode(await store.get(key), store.describe(key)))
             junk = mf.garbage((o.key for o in listing), retained, manifest.version)
             if junk:
                 await store.delete(junk)
                 log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
-            for key, upload_id in await store.list_uploads(mf.DATA):
+            for key, upload_id in unfinished:
                 version = mf.data_dir_version(key)
                 if version is not None and version <= manifest.version:
                     await store.abort_upload(key, upload_id)
                     log.debug("aborted unfinished upload of %s", store.describe(key))
         except Exception as exc:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _manifest_versions(listing: list[ObjectInfo]) -> list[int]:
+    return [v for o in listing if (v := mf.manifest_version(o.key)) is not None]
 
 
 def _conflict(store: Storage, version: int) -> CheckpointError:
