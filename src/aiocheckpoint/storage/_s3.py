@@ -83,15 +83,20 @@ class S3Storage:
                 data: bytes = await body.read()
         return data
 
-    async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+    async def _listing(self, operation: str, field: str, prefix: str) -> list[dict[str, Any]]:
+        """Every item of a paginated listing under ``prefix``, keys made relative."""
         base = f"{self.prefix}/" if self.prefix else ""
         out = []
-        async with self._errors("LIST", prefix):
-            paginator = self._client.get_paginator("list_objects_v2")
+        async with self._errors(operation, prefix):
+            paginator = self._client.get_paginator(operation)
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-                for item in page.get("Contents", ()):
-                    out.append(ObjectInfo(item["Key"][len(base) :], int(item["Size"])))
+                for item in page.get(field, ()):
+                    out.append({**item, "Key": item["Key"][len(base) :]})
         return out
+
+    async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
+        items = await self._listing("list_objects_v2", "Contents", prefix)
+        return [ObjectInfo(item["Key"], int(item["Size"])) for item in items]
 
     async def delete(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):
@@ -110,14 +115,8 @@ class S3Storage:
                 )
 
     async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
-        base = f"{self.prefix}/" if self.prefix else ""
-        out = []
-        async with self._errors("ListMultipartUploads", prefix):
-            paginator = self._client.get_paginator("list_multipart_uploads")
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-                for upload in page.get("Uploads", ()):
-                    out.append((upload["Key"][len(base) :], upload["UploadId"]))
-        return out
+        items = await self._listing("list_multipart_uploads", "Uploads", prefix)
+        return [(item["Key"], item["UploadId"]) for item in items]
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         await S3Multipart(self, key, upload_id).abort()
