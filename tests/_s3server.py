@@ -45,6 +45,15 @@ def match(
     return predicate
 
 
+class Watch:
+    """Counts the requests matching ``predicate`` in flight, now and at most."""
+
+    def __init__(self, predicate: Predicate) -> None:
+        self.predicate = predicate
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+
 class Hold:
     """Requests matching ``predicate`` wait here until released (forwarded or dropped)."""
 
@@ -110,6 +119,7 @@ class Middleware:
             self.max_in_flight = 0
             self._delays: list[tuple[Predicate, float]] = []
             self._faults: list[list[Any]] = []
+            self._watches: list[Watch] = []
         if old_wake is not None:
             old_wake.set()
         for hold in holds:
@@ -133,6 +143,12 @@ class Middleware:
         carried the request out (a response lost on the way back)."""
         with self._lock:
             self._faults.append([predicate, status, code, message, times, applied])
+
+    def watch(self, predicate: Predicate) -> Watch:
+        watch = Watch(predicate)
+        with self._lock:
+            self._watches.append(watch)
+        return watch
 
     def hold(self, predicate: Predicate) -> Hold:
         hold = Hold(predicate)
@@ -163,6 +179,10 @@ class Middleware:
             self.requests.append(request)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            watches = [w for w in self._watches if w.predicate(request)]
+            for w in watches:
+                w.in_flight += 1
+                w.max_in_flight = max(w.max_in_flight, w.in_flight)
             wake = self._wake
             delay = sum(s for p, s in self._delays if p(request))
             hold = next((h for h in self._holds if h.predicate(request)), None)
@@ -198,6 +218,8 @@ class Middleware:
         finally:
             with self._lock:
                 self.in_flight -= 1
+                for w in watches:
+                    w.in_flight -= 1
 
 
 class _QuietHandler(MotoRequestHandler):

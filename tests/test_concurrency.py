@@ -45,6 +45,25 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
     assert restored == files
 
 
+async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path, big):
+    parts = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 8}
+    s3_control.delay(0.05)
+    watch = s3_control.watch(UPLOAD_PART)
+    async with AsyncCheckpoint(f"s3://{bucket}/a", transfer=TransferConfig(**parts)) as cp:
+        await cp.save(big)
+    assert watch.max_in_flight >= 2  # unbounded by memory, the 3 parts overlap
+
+    s3_control.reset()
+    s3_control.delay(0.05)
+    watch = s3_control.watch(UPLOAD_PART)
+    bounded = TransferConfig(**parts, max_buffer_bytes=5 * MiB)  # room for one part
+    async with AsyncCheckpoint(f"s3://{bucket}/b", transfer=bounded) as cp:
+        await cp.save(big)
+    assert watch.max_in_flight == 1
+    assert len(s3_control.matching(UPLOAD_PART)) == 3
+    assert await restore_all(f"s3://{bucket}/b", tmp_path / "out") == {"big.bin": big.read_bytes()}
+
+
 async def test_large_file_goes_multipart_within_the_same_budget(s3_control, bucket, tmp_path, big):
     transfer = TransferConfig(max_concurrency=3, multipart_threshold=5 * MiB, part_size=5 * MiB)
     src = tmp_path / "src"
