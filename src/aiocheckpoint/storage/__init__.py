@@ -96,8 +96,12 @@ class Storages:
                 "s3:// checkpoints need aiobotocore: pip install 'aiocheckpoint[s3]'"
             ) from exc
         opts = self._s3_options
+        session = get_session()
+        # Standard retries unless AWS_RETRY_MODE / the profile asks for adaptive; the number
+        # of attempts stays botocore's (3, or AWS_MAX_ATTEMPTS / the profile's).
+        mode = session.get_config_variable("retry_mode")
         config = AioConfig(
-            retries={"mode": "standard", "max_attempts": 5},
+            retries={"mode": "standard" if mode in (None, "legacy") else mode},
             connect_timeout=10,
             read_timeout=60,
             # aiocheckpoint verifies CRC-32 itself while reading; don't hash twice.
@@ -107,7 +111,7 @@ class Storages:
             config = config.merge(opts.botocore_config)
         pool = max(opts.max_pool_connections, config.max_pool_connections or 0)
         config = config.merge(AioConfig(max_pool_connections=pool))
-        return get_session().create_client(
+        return session.create_client(
             "s3", endpoint_url=opts.endpoint_url, region_name=opts.region_name, config=config
         )
 

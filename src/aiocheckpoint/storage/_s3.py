@@ -83,11 +83,13 @@ class S3Storage:
                 data: bytes = await body.read()
         return data
 
-    async def _listing(self, operation: str, field: str, prefix: str) -> list[dict[str, Any]]:
+    async def _listing(
+        self, action: str, operation: str, field: str, prefix: str
+    ) -> list[dict[str, Any]]:
         """Every item of a paginated listing under ``prefix``, keys made relative."""
         base = f"{self.prefix}/" if self.prefix else ""
         out = []
-        async with self._errors(operation, prefix):
+        async with self._errors(action, prefix):
             paginator = self._client.get_paginator(operation)
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
                 for item in page.get(field, ()):
@@ -95,7 +97,7 @@ class S3Storage:
         return out
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
-        items = await self._listing("list_objects_v2", "Contents", prefix)
+        items = await self._listing("LIST", "list_objects_v2", "Contents", prefix)
         return [ObjectInfo(item["Key"], int(item["Size"])) for item in items]
 
     async def delete(self, keys: Sequence[str]) -> None:
@@ -115,7 +117,9 @@ class S3Storage:
                 )
 
     async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
-        items = await self._listing("list_multipart_uploads", "Uploads", prefix)
+        items = await self._listing(
+            "ListMultipartUploads", "list_multipart_uploads", "Uploads", prefix
+        )
         return [(item["Key"], item["UploadId"]) for item in items]
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
