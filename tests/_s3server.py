@@ -22,6 +22,7 @@ class Request:
     path: str
     query: str
     user_agent: str
+    range: str = ""
 
     def has_param(self, name: str) -> bool:
         return any(part.split("=", 1)[0] == name for part in self.query.split("&"))
@@ -174,6 +175,7 @@ class Middleware:
             environ.get("PATH_INFO", ""),
             environ.get("QUERY_STRING", ""),
             environ.get("HTTP_USER_AGENT", ""),
+            environ.get("HTTP_RANGE", ""),
         )
         with self._lock:
             self.requests.append(request)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -163,3 +164,64 @@ async def test_two_writers_racing_on_one_dest_never_corrupt_it(location, tmp_pat
             expected.update(read_tree(root))
     assert await restore_all(dest, tmp_path / "out") == expected
     assert location.data_keys(dest) == location.referenced(dest)
+
+
+async def test_big_restores_use_concurrent_ranged_gets(s3_control, bucket, tmp_path, big):
+    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(big)
+    s3_control.reset()
+    s3_control.delay(0.05)
+    ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
+    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
+        "big.bin": big.read_bytes()
+    }
+    assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
+    assert ranged.max_in_flight >= 2
+
+
+async def test_connection_pool_is_at_least_max_concurrency(s3_control, bucket, tmp_path):
+    # botocore's own default pool is 10 connections: more in flight proves ours is larger.
+    files = {f"f{i:02d}": b"x" for i in range(32)}
+    s3_control.delay(0.2)
+    async with AsyncCheckpoint(
+        f"s3://{bucket}/cp", transfer=TransferConfig(max_concurrency=16)
+    ) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert 10 < s3_control.max_in_flight <= 16
+
+
+class RecordingReader(io.RawIOBase):
+    """A binary stream that remembers how much each read asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.asks: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        self.asks.append(len(buffer))
+        return self._data.readinto(buffer)
+
+
+async def test_file_objects_are_streamed_in_parts(s3_control, bucket, tmp_path):
+    data = random.Random(7).randbytes(17 * MiB)
+    reader = RecordingReader(data)
+    transfer = TransferConfig(
+        multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=10 * MiB
+    )
+    dest = f"s3://{bucket}/cp"
+    hold = s3_control.hold(UPLOAD_PART)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, reader)
+            assert await anyio.to_thread.run_sync(hold.wait_for, 1)
+            await anyio.sleep(0.2)  # time to read ahead, as far as the memory bound allows
+            read_while_first_part_in_flight = sum(reader.asks)
+            hold.release(forward=True)
+    assert read_while_first_part_in_flight <= 10 * MiB < len(data)
+    assert len(s3_control.matching(UPLOAD_PART)) == 4
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": data}

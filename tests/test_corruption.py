@@ -108,3 +108,14 @@ async def test_unreadable_newest_manifest_is_reported(location, tmp_path):
     location.put(dest, f".aiocheckpoint/manifests/{name}", b'{"format": 1, "files": {tru')
     error = await failed_restore(location, dest, tmp_path / "out")
     assert name in str(error)
+
+
+async def test_plain_prefix_with_an_escaping_key_is_refused(s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="plain/ok.txt", Body=b"fine")
+    s3.put_object(Bucket=bucket, Key="plain/a/../../evil", Body=b"escape")
+    out = tmp_path / "box" / "out"
+    out.mkdir(parents=True)
+    async with AsyncCheckpoint(f"s3://{bucket}/unused", f"s3://{bucket}/plain") as cp:
+        with pytest.raises(CorruptCheckpointError, match=r"a/\.\./\.\./evil"):
+            await cp.restore(out)
+    assert sorted(p.name for p in (tmp_path / "box").rglob("*")) == ["out"]

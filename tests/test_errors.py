@@ -67,6 +67,12 @@ def test_transfer_config_is_validated_frozen_and_keyword_only():
 
 
 @pytest.mark.parametrize("cls", CLASSES)
+def test_transfer_must_be_a_transfer_config(cls, tmp_path):
+    with pytest.raises(TypeError, match="TransferConfig"):
+        cls(str(tmp_path), transfer={"max_concurrency": 4})
+
+
+@pytest.mark.parametrize("cls", CLASSES)
 def test_keep_versions_below_one_is_refused(cls, tmp_path):
     with pytest.raises(ValueError, match="keep_versions"):
         cls(str(tmp_path), keep_versions=0)

@@ -8,6 +8,7 @@ import contextlib
 import io
 import os
 import random
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -207,10 +208,13 @@ async def test_missing_src_raises_not_found_on_every_call(open_cp, location, tmp
             with pytest.raises(CheckpointNotFoundError) as info:
                 await cp.restore(out)
             assert isinstance(info.value, FileNotFoundError)
+            assert src.removeprefix("s3://") in str(info.value)
         with pytest.raises(CheckpointNotFoundError):
             await cp.read()
+        temp_before = set(Path(tempfile.gettempdir()).glob("aiocheckpoint-*"))
         with pytest.raises(CheckpointNotFoundError):
             await cp.restore()
+        assert set(Path(tempfile.gettempdir()).glob("aiocheckpoint-*")) == temp_before
         assert list(out.iterdir()) == []
         async with open_cp(src) as writer:
             await writer.write(b"appeared later")

@@ -250,3 +250,31 @@ def test_checkpoint_created_before_fork_is_usable_in_the_child(location, tmp_pat
     finally:
         cp.close()
     assert restore_all(dest, tmp_path / "final")["_dst_cp"] == b"parent still works after fork"
+
+
+def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    cp = SyncCheckpoint(dest)
+    hold = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
+    errors: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            cp.write(b"saved while closing")
+        except BaseException as exc:
+            errors.append(exc)
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    assert hold.wait_for(1, timeout=60)
+    closer = threading.Thread(target=cp.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive(), "close() returned while a save was under way"
+    hold.release(forward=True)
+    saver.join(60)
+    closer.join(60)
+    assert errors == []
+    with pytest.raises(CheckpointClosedError):
+        cp.write(b"after close")
+    assert restore_all(dest, tmp_path / "out") == {"_dst_cp": b"saved while closing"}

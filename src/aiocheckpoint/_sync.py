@@ -26,11 +26,6 @@ _loops: weakref.WeakSet[_Loop] = weakref.WeakSet()
 _checkpoints: weakref.WeakSet[SyncCheckpoint] = weakref.WeakSet()
 
 
-def _close_all() -> None:
-    for loop in list(_loops):
-        loop.close()
-
-
 _inherited: list[_Loop] = []
 
 
@@ -43,9 +38,6 @@ def _after_fork() -> None:
     _inherited.extend(_loops)
 
 
-# A forgotten close() must not hang exit: the loop's worker threads are not daemons, and
-# the interpreter joins those before atexit handlers run. Close the loops first.
-threading._register_atexit(_close_all)  # type: ignore[attr-defined]
 os.register_at_fork(after_in_child=_after_fork)
 
 
@@ -161,6 +153,8 @@ class SyncCheckpoint(Checkpoint):
         self._lock = threading.Lock()
         self._loop = _Loop(make)
         self._closed = False
+        # A forgotten close() runs when the object is collected or at exit. The loop thread
+        # is a daemon (so are the worker threads it starts): exit never waits for it.
         self._finalizer = weakref.finalize(self, self._loop.close)
         _checkpoints.add(self)
 

@@ -1,0 +1,31 @@
+"""S3 settings come from the standard AWS places, or from explicit options."""
+
+from __future__ import annotations
+
+import pytest
+from _trees import restore_all
+
+from aiocheckpoint import AsyncCheckpoint
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_endpoint_from_aws_endpoint_url_s3(s3_server, bucket, tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
+        await cp.write(b"via AWS_ENDPOINT_URL_S3")
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == {
+        "_dst_cp": b"via AWS_ENDPOINT_URL_S3"
+    }
+
+
+async def test_explicit_endpoint_and_region_win_over_the_environment(
+    s3_server, bucket, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    dest = f"s3://{bucket}/cp"
+    options = {"endpoint_url": s3_server.endpoint_url, "region_name": "eu-west-1"}
+    async with AsyncCheckpoint(dest, **options) as cp:
+        await cp.write(b"explicit")
+    assert await restore_all(dest, tmp_path / "out", **options) == {"_dst_cp": b"explicit"}
