@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import socket
@@ -223,3 +224,10 @@ async def test_restore_into_a_file_path_is_a_value_error(location, tmp_path):
         with pytest.raises(ValueError, match="Checkpoints can be restored to a directory only."):
             await cp.restore(path=target)
     assert target.read_bytes() == b"keep me"
+
+
+def test_async_checkpoint_used_from_a_second_event_loop_says_so(tmp_path):
+    cp = AsyncCheckpoint(tmp_path / "cp")
+    asyncio.run(cp.write(b"first loop"))
+    with pytest.raises(CheckpointError, match="another event loop"):
+        asyncio.run(cp.write(b"second loop"))

@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
-from anyio import CapacityLimiter
+from anyio import CapacityLimiter, NoEventLoopError
+from anyio.lowlevel import EventLoopToken, current_token
 
 from . import _manifest as mf
 from ._checksum import to_text
@@ -101,6 +102,7 @@ class AsyncCheckpoint:
         self._restored: Path | None = None
         self._tmpdir: Path | None = None
         self._closed = False
+        self._loop: EventLoopToken | None = None
 
     def __repr__(self) -> str:
         src = str(self._src) if self._src else None
@@ -135,6 +137,18 @@ class AsyncCheckpoint:
     def _check_open(self) -> None:
         if self._closed:
             raise CheckpointClosedError(f"checkpoint for {self._dest} is closed")
+        try:
+            loop = current_token()
+        except NoEventLoopError:
+            return  # prev_exists() from plain code
+        if self._loop is None:
+            self._loop = loop
+        elif loop != self._loop:
+            # Its client, locks and limiters belong to the loop it first ran on.
+            raise CheckpointError(
+                f"{self!r} was first used on another event loop; create one"
+                " AsyncCheckpoint per event loop (or use SyncCheckpoint)"
+            )
 
     async def _storage(self, location: Location) -> Storage:
         self._check_open()
