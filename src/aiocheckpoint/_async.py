@@ -270,12 +270,14 @@ class AsyncCheckpoint:
                 await self._fetch(store, items, target)
                 return
             except MissingObjectError:
-                newest = await self._newest(store) if manifest is not None else None
-                if attempt == 2 or newest is None or newest.version == manifest.version:  # type: ignore[union-attr]
+                if attempt == 2 or manifest is None:
+                    raise
+                newest = await self._newest(store)
+                if newest is None or newest.version == manifest.version:
                     raise
                 log.info(
                     "version %d of %s was replaced by %d during restore; restoring that",
-                    manifest.version,  # type: ignore[union-attr]
+                    manifest.version,
                     store.describe(),
                     newest.version,
                 )
@@ -291,7 +293,7 @@ class AsyncCheckpoint:
             raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
         if manifest is not None:
             return manifest, [
-                (name, f"{mf.META}/{e.object}", e.size, int(e.checksum[6:], 16))
+                (name, f"{mf.META}/{e.object}", e.size, e.crc)
                 for name, e in manifest.files.items()
             ]
         everything = await store.list_objects()
@@ -306,7 +308,7 @@ class AsyncCheckpoint:
             raise CorruptCheckpointError(
                 f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
             )
-        if not plain and everything:
+        if not plain and any(o.key.startswith(mf.META + "/") for o in everything):
             raise CheckpointNotFoundError(
                 f"no checkpoint at {store.describe()}: it holds only the leftovers of an"
                 " interrupted save that never committed"

@@ -34,7 +34,11 @@ _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
 class FileEntry:
     object: str
     size: int
-    checksum: str
+    checksum: str  # "crc32:" and 8 hex digits
+
+    @property
+    def crc(self) -> int:
+        return int(self.checksum.removeprefix("crc32:"), 16)
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def decode(data: bytes, where: str) -> Manifest:
 def _check_object(entry: FileEntry) -> str | None:
     if entry.size < 0:
         return "negative size"
-    if not entry.checksum.startswith("crc32:"):
+    if not re.fullmatch(r"crc32:[0-9a-f]{8}", entry.checksum):
         return f"unknown checksum {entry.checksum!r}"
     reason = check_relpath(entry.object)
     if reason is None and not entry.object.startswith("data/"):
