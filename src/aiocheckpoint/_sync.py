@@ -24,8 +24,6 @@ T = TypeVar("T")
 
 _loops: weakref.WeakSet[_Loop] = weakref.WeakSet()
 _checkpoints: weakref.WeakSet[SyncCheckpoint] = weakref.WeakSet()
-
-
 _inherited: list[_Loop] = []
 
 
@@ -81,8 +79,10 @@ class _Loop:
         _loops.add(self)
 
     def close(self) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked child: this loop's thread lives in the parent only
         with self._lock:
-            if self.closed or os.getpid() != self.pid:
+            if self.closed:
                 return
             self.closed = True
         try:

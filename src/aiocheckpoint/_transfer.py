@@ -3,6 +3,10 @@
 Every request (a whole-object PUT/GET, a part, a range) takes a slot of one semaphore of
 ``max_concurrency`` slots, and every byte it holds in memory is counted against one byte
 budget. Work is spawned only when a slot is free: a sliding window, never a wave.
+
+A spawned task owns the slot it was handed and releases it in a ``finally`` that begins
+before its first ``await``; anyio runs a new task up to its first ``await`` even when its
+group is already cancelled, so a slot handed over is always given back.
 """
 
 from __future__ import annotations
