@@ -20,6 +20,7 @@ pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
 UPLOAD_PART = match("PUT", param="partNumber")
+MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ async def test_failed_upload_part_raises_storage_error_and_aborts(
     s3_control, s3, bucket, tmp_path, big
 ):
     dest = f"s3://{bucket}/cp"
-    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    transfer = MULTIPART
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.write(b"version 1")
         s3_control.fail(UPLOAD_PART, status=400, code="InvalidRequest")
@@ -114,7 +115,7 @@ async def test_cancelled_save_leaves_no_multipart_upload_open(
     s3_control, s3, bucket, tmp_path, big
 ):
     dest = f"s3://{bucket}/cp"
-    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    transfer = MULTIPART
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.write(b"version 1")
         hold = s3_control.hold(UPLOAD_PART)
@@ -167,7 +168,7 @@ async def test_two_writers_racing_on_one_dest_never_corrupt_it(location, tmp_pat
 
 
 async def test_big_restores_use_concurrent_ranged_gets(s3_control, bucket, tmp_path, big):
-    transfer = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    transfer = MULTIPART
     dest = f"s3://{bucket}/cp"
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.save(big)
