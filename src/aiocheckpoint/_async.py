@@ -293,8 +293,7 @@ class AsyncCheckpoint:
             raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
         if manifest is not None:
             return manifest, [
-                (name, f"{mf.META}/{e.object}", e.size, e.crc)
-                for name, e in manifest.files.items()
+                (name, f"{mf.META}/{e.object}", e.size, e.crc) for name, e in manifest.files.items()
             ]
         everything = await store.list_objects()
         # Keys ending in "/" (or the prefix itself) are folder markers, not files.

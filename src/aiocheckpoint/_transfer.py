@@ -374,14 +374,14 @@ class Engine:
         pieces: dict[int, tuple[int, int]] = {}
         try:
             if single:
-                await self._get_range(storage, item, fd, 0, item.size, None, pieces)
+                await self._get_range(storage, item, fd, 0, item.size, pieces, whole=True)
             else:
                 self._slots.release()
                 async with task_group() as tg:
                     for offset in range(0, item.size, part):
                         await self._slots.acquire()
                         n = min(part, item.size - offset)
-                        tg.start_soon(self._get_range, storage, item, fd, offset, n, n, pieces)
+                        tg.start_soon(self._get_range, storage, item, fd, offset, n, pieces)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._thread(os.close, fd)
@@ -406,15 +406,16 @@ class Engine:
         fd: int,
         offset: int,
         length: int,
-        ranged: int | None,
         pieces: dict[int, tuple[int, int]],
+        whole: bool = False,
     ) -> None:
-        """GET one range into place; runs holding a slot, which it releases."""
+        """GET one range (or the whole object) into place; runs holding a slot, which it
+        releases."""
         try:
             held = await self._budget.acquire(length)
             try:
                 try:
-                    if ranged is None:
+                    if whole:
                         data = await storage.get(item.key)
                     else:
                         data = await storage.get(item.key, offset, length)
