@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
-from anyio import CapacityLimiter, NoEventLoopError
+from anyio import CapacityLimiter
 from anyio.lowlevel import EventLoopToken, current_token
 
 from . import _manifest as mf
@@ -134,13 +134,14 @@ class AsyncCheckpoint:
                 await self._thread(shutil.rmtree, self._tmpdir, True)
                 self._tmpdir = None
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._closed:
             raise CheckpointClosedError(f"checkpoint for {self._dest} is closed")
-        try:
-            loop = current_token()
-        except NoEventLoopError:
-            return  # prev_exists() from plain code
+
+    def _check_open(self) -> None:
+        """Not closed, and on the event loop it first ran on."""
+        self._check_closed()
+        loop = current_token()
         if self._loop is None:
             self._loop = loop
         elif loop != self._loop:
@@ -170,7 +171,7 @@ class AsyncCheckpoint:
 
     def prev_exists(self) -> bool:
         """True if a previous checkpoint (``checkpoint_src``) was given. No I/O."""
-        self._check_open()
+        self._check_closed()
         return self._src is not None
 
     async def restore(self, path: PathLike | None = None) -> Path | None:
