@@ -19,7 +19,7 @@ from ._local import LocalStorage
 
 __all__ = ("Location", "MultipartUpload", "ObjectInfo", "Storage", "Storages", "parse_location")
 
-SCHEMES = ("file", "s3")
+_data_loader: Any = None  # botocore's model loader, shared by the S3 clients of this process
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,13 @@ class Storages:
             ) from exc
         opts = self._s3_options
         session = get_session()
+        # Each session would parse botocore's S3 model again (~50 ms); the loader only
+        # caches read-only data, so one serves every session of the process.
+        global _data_loader
+        if _data_loader is None:
+            _data_loader = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", _data_loader)
         # Standard retries unless AWS_RETRY_MODE / the profile asks for adaptive; the number
         # of attempts stays botocore's (3, or AWS_MAX_ATTEMPTS / the profile's).
         mode = session.get_config_variable("retry_mode")
