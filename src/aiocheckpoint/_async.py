@@ -136,7 +136,7 @@ class AsyncCheckpoint:
 
     def _check_closed(self) -> None:
         if self._closed:
-            raise CheckpointClosedError(f"checkpoint for {self._dest} is closed")
+            raise CheckpointClosedError(f"{self!r} is closed")
 
     def _check_open(self) -> None:
         """Not closed, and on the event loop it first ran on."""
@@ -200,7 +200,10 @@ class AsyncCheckpoint:
             else:
                 target = Path(os.fspath(path))
                 if not await self._thread(target.is_dir):
-                    raise ValueError("Checkpoints can be restored to a directory only.")
+                    raise ValueError(
+                        "Checkpoints can be restored to a directory only."
+                        f" {target} is not an existing directory."
+                    )
             try:
                 await self._restore_into(await self._storage(self._src), target)
             except BaseException:
@@ -554,7 +557,11 @@ def _read_single(folder: Path) -> bytes | None:
     if not entries:
         return None
     if len(entries) > 1:
-        raise ValueError(f"Expected exactly one checkpoint - found {len(entries)}")
+        names = ", ".join(sorted(e.name for e in entries)[:5])
+        more = ", ..." if len(entries) > 5 else ""
+        raise ValueError(
+            f"Expected exactly one checkpoint - found {len(entries)} in {folder}: {names}{more}"
+        )
     if not entries[0].is_file():
         raise ValueError(f"Expected exactly one checkpoint file - found folder {entries[0]}")
     return entries[0].read_bytes()
