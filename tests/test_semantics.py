@@ -199,10 +199,15 @@ async def test_restore_target_must_be_an_existing_directory(open_cp, location, t
         assert read_tree(await cp.restore(good)) == {"f": b"x"}
 
 
-async def test_missing_src_raises_not_found_on_every_call(open_cp, location, tmp_path):
+async def test_missing_src_raises_not_found_on_every_call(
+    open_cp, location, tmp_path, monkeypatch
+):
     src = location.new()
     out = tmp_path / "out"
     out.mkdir()
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     async with open_cp(location.new(), src) as cp:
         for _ in range(2):
             with pytest.raises(CheckpointNotFoundError) as info:
@@ -211,10 +216,9 @@ async def test_missing_src_raises_not_found_on_every_call(open_cp, location, tmp
             assert src.removeprefix("s3://") in str(info.value)
         with pytest.raises(CheckpointNotFoundError):
             await cp.read()
-        temp_before = set(Path(tempfile.gettempdir()).glob("aiocheckpoint-*"))
         with pytest.raises(CheckpointNotFoundError):
             await cp.restore()
-        assert set(Path(tempfile.gettempdir()).glob("aiocheckpoint-*")) == temp_before
+        assert list(private_tmp.iterdir()) == []  # failed restores leave no temp folder
         assert list(out.iterdir()) == []
         async with open_cp(src) as writer:
             await writer.write(b"appeared later")
