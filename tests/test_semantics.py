@@ -199,9 +199,7 @@ async def test_restore_target_must_be_an_existing_directory(open_cp, location, t
         assert read_tree(await cp.restore(good)) == {"f": b"x"}
 
 
-async def test_missing_src_raises_not_found_on_every_call(
-    open_cp, location, tmp_path, monkeypatch
-):
+async def test_missing_src_raises_not_found_on_every_call(open_cp, location, tmp_path, monkeypatch):
     src = location.new()
     out = tmp_path / "out"
     out.mkdir()

@@ -136,15 +136,47 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return first
 
 
-def _read_at(path: Path, offset: int, length: int) -> tuple[bytes, int]:
-    with open(path, "rb") as f:
-        if offset:
-            f.seek(offset)
-        data = f.read(length)
-    return data, zlib.crc32(data)
+@dataclass(frozen=True)
+class Chunk:
+    """Bytes read for one request: a BytesIO at position 0 that owns its buffer."""
+
+    body: io.BytesIO
+    size: int
+    crc: int
 
 
-def _read_stream(stream: BinaryIO, length: int) -> tuple[bytes, int]:
+def _fill(readinto: Callable[[memoryview], int | None], length: int) -> Chunk:
+    """Read up to ``length`` bytes into a fresh BytesIO that owns its buffer, and the CRC-32.
+
+    HTTP sends such a body in chunks without copying it; ``bytes`` would be copied whole
+    once more by aiohttp, and a ``bytearray`` into the socket's buffer.
+    """
+    body = io.BytesIO()
+    if length:
+        body.seek(length - 1)
+        body.write(b"\0")  # grows the buffer once, to its final size
+    got = 0
+    with body.getbuffer() as view:
+        while got < length:
+            n = readinto(view[got:])
+            if not n:
+                break
+            got += n
+        crc = zlib.crc32(view[:got])
+    body.truncate(got)
+    body.seek(0)
+    return Chunk(body, got, crc)
+
+
+def _read_at(path: Path, offset: int, length: int) -> Chunk:
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        return _fill(f.readinto, length)
+
+
+def _read_stream(stream: BinaryIO, length: int) -> Chunk:
+    if hasattr(stream, "readinto"):
+        return _fill(stream.readinto, length)
     chunks = []
     left = length
     while left > 0:
@@ -156,7 +188,10 @@ def _read_stream(stream: BinaryIO, length: int) -> tuple[bytes, int]:
         chunks.append(chunk)
         left -= len(chunk)
     data = b"".join(chunks)
-    return data, zlib.crc32(data)
+    return Chunk(io.BytesIO(data), len(data), zlib.crc32(data))
+
+
+_EMPTY = Chunk(io.BytesIO(), 0, 0)
 
 
 def _check_read(path: Path, expected: int, got: int) -> None:
@@ -166,7 +201,7 @@ def _check_read(path: Path, expected: int, got: int) -> None:
         )
 
 
-def _write_at(fd: int, offset: int, data: bytes) -> int:
+def _write_at(fd: int, offset: int, data: bytes | bytearray) -> int:
     view = memoryview(data)
     done = 0
     while done < len(view):
@@ -228,10 +263,10 @@ class Engine:
     async def _put_small(self, storage: Storage, item: Upload, path: Path) -> Stored:
         held = await self._budget.acquire(item.size)
         try:
-            data, crc = await self._thread(_read_at, path, 0, item.size)
-            _check_read(path, item.size, len(data))
-            await storage.put(item.key, data, crc)
-            return Stored(item.key, len(data), crc)
+            chunk = await self._thread(_read_at, path, 0, item.size)
+            _check_read(path, item.size, chunk.size)
+            await storage.put(item.key, chunk.body, chunk.crc)
+            return Stored(item.key, chunk.size, chunk.crc)
         finally:
             self._budget.release(held)
 
@@ -248,10 +283,10 @@ class Engine:
             try:
                 held = await self._budget.acquire(length)
                 try:
-                    data, crc = await self._thread(_read_at, path, offset, length)
-                    _check_read(path, length, len(data))
-                    await upload.put_part(number, offset, data, crc)
-                    parts[number] = (crc, length)
+                    chunk = await self._thread(_read_at, path, offset, length)
+                    _check_read(path, length, chunk.size)
+                    await upload.put_part(number, offset, chunk.body, chunk.crc)
+                    parts[number] = (chunk.crc, length)
                 finally:
                     self._budget.release(held)
             finally:
@@ -300,52 +335,52 @@ class Engine:
         total = 0
         held = 0
         handed = False  # once the first chunk's slot and bytes belong to a part task
-        data, crc = b"", 0
+        first = _EMPTY
 
-        async def put_part(number: int, offset: int, data: bytes, crc: int, held: int) -> None:
+        async def put_part(number: int, offset: int, chunk: Chunk, held: int) -> None:
             try:
-                await upload.put_part(number, offset, data, crc)
-                parts[number] = (crc, len(data))
+                await upload.put_part(number, offset, chunk.body, chunk.crc)
+                parts[number] = (chunk.crc, chunk.size)
             finally:
                 self._budget.release(held)
                 self._slots.release()
 
-        async def next_chunk(length: int) -> tuple[bytes, int, int]:
+        async def next_chunk(length: int) -> tuple[Chunk, int]:
             await self._slots.acquire()
             held = 0
             try:
                 held = await self._budget.acquire(length)
-                data, crc = await self._thread(_read_stream, stream, length)
+                chunk = await self._thread(_read_stream, stream, length)
             except BaseException:
                 self._budget.release(held)
                 self._slots.release()
                 raise
-            if not data:
+            if not chunk.size:
                 self._budget.release(held)
                 self._slots.release()
-            return data, crc, held
+            return chunk, held
 
         async def send() -> None:
-            nonlocal total, handed, data
-            chunk, chunk_crc, chunk_held = data, crc, held
-            data = b""
+            nonlocal total, handed, first
+            chunk, chunk_held = first, held
+            first = _EMPTY
             number = 1
             async with task_group() as tg:
-                while chunk:
-                    tg.start_soon(put_part, number, total, chunk, chunk_crc, chunk_held)
+                while chunk.size:
+                    tg.start_soon(put_part, number, total, chunk, chunk_held)
                     handed = True
-                    total += len(chunk)
+                    total += chunk.size
                     number += 1
-                    chunk = b""
+                    chunk = _EMPTY
                     length = part * (1 + (number - 1) // _STREAM_GROWTH)
-                    chunk, chunk_crc, chunk_held = await next_chunk(length)
+                    chunk, chunk_held = await next_chunk(length)
 
         try:
             held = await self._budget.acquire(part)
-            data, crc = await self._thread(_read_stream, stream, part)
-            if len(data) < part:
-                await storage.put(item.key, data, crc)
-                return Stored(item.key, len(data), crc)
+            first = await self._thread(_read_stream, stream, part)
+            if first.size < part:
+                await storage.put(item.key, first.body, first.crc)
+                return Stored(item.key, first.size, first.crc)
             upload = await self._start_multipart(storage, item.key)
             await self._finish_multipart(upload, send)
         finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Protocol
 
 
@@ -21,8 +22,8 @@ class ObjectInfo:
 class MultipartUpload(Protocol):
     """One object written in parts, visible only after ``complete()``."""
 
-    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
-        """Store part ``number`` (1-based) holding bytes ``offset .. offset+len(data)``."""
+    async def put_part(self, number: int, offset: int, body: BytesIO, crc: int) -> None:
+        """Store part ``number`` (1-based): ``body`` holds the bytes from ``offset`` on."""
 
     async def complete(self) -> None: ...
 
@@ -38,8 +39,9 @@ class Storage(Protocol):
     def describe(self, key: str = "") -> str:
         """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""
 
-    async def put(self, key: str, data: bytes, crc: int) -> None:
-        """Write a whole object; ``crc`` is the CRC-32 of ``data``, checked by the server."""
+    async def put(self, key: str, body: BytesIO, crc: int) -> None:
+        """Write a whole object from ``body`` (at position 0); ``crc`` is its CRC-32, which
+        the server checks."""
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
         """Create ``key`` only if it does not exist, else raise ``FileExistsError``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import TypeVar
 
@@ -73,7 +74,7 @@ class LocalStorage:
                     raise
             self._dirty.add(path.parent)
 
-    def _write_new(self, path: Path, data: bytes) -> Path:
+    def _write_new(self, path: Path, data: bytes | memoryview) -> Path:
         """Write ``data`` to a fresh temp file beside ``path``, fsynced; return its name."""
         self._makedirs(path.parent)
         tmp = _tmp_name(path)
@@ -83,11 +84,13 @@ class LocalStorage:
             os.fsync(f.fileno())
         return tmp
 
-    async def put(self, key: str, data: bytes, crc: int) -> None:
+    async def put(self, key: str, body: BytesIO, crc: int) -> None:
         path = self._path(key)
 
         def write() -> None:
-            os.replace(self._write_new(path, data), path)
+            with body.getbuffer() as view:
+                tmp = self._write_new(path, view)
+            os.replace(tmp, path)
             self._dirty.add(path.parent)
 
         await self._run(key, write)
@@ -208,12 +211,12 @@ class LocalMultipart:
         self._tmp = tmp
         self._fd = fd
 
-    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
+    async def put_part(self, number: int, offset: int, body: BytesIO, crc: int) -> None:
         def write() -> None:
-            view = memoryview(data)
-            done = 0
-            while done < len(view):
-                done += os.pwrite(self._fd, view[done:], offset + done)
+            with body.getbuffer() as view:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], offset + done)
 
         await self._store._run(self._key, write)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from io import BytesIO
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -51,10 +52,10 @@ class S3Storage:
         except Exception as exc:
             raise StorageError(f"S3 {action} {self.describe(key)} failed: {exc}") from exc
 
-    async def put(self, key: str, data: bytes, crc: int) -> None:
+    async def put(self, key: str, body: BytesIO, crc: int) -> None:
         async with self._errors("PUT", key):
             await self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumCRC32=to_s3(crc)
+                Bucket=self.bucket, Key=self._key(key), Body=body, ChecksumCRC32=to_s3(crc)
             )
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
@@ -139,7 +140,7 @@ class S3Multipart:
         self._upload_id = upload_id
         self._parts: dict[int, dict[str, Any]] = {}
 
-    async def put_part(self, number: int, offset: int, data: bytes, crc: int) -> None:
+    async def put_part(self, number: int, offset: int, body: BytesIO, crc: int) -> None:
         store = self._store
         checksum = to_s3(crc)
         async with store._errors(f"UploadPart {number} of", self._key):
@@ -148,7 +149,7 @@ class S3Multipart:
                 Key=store._key(self._key),
                 UploadId=self._upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=body,
                 ChecksumCRC32=checksum,
             )
         self._parts[number] = {
