@@ -9,7 +9,7 @@ import pytest
 from _s3server import match
 from _trees import read_tree, restore_all, write_tree
 
-from aiocheckpoint import AsyncCheckpoint, CheckpointError
+from aiocheckpoint import AsyncCheckpoint, CheckpointError, TransferConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -44,8 +44,15 @@ async def test_failed_commit_keeps_the_previous_version(s3_control, s3, bucket, 
             await cp.write(b"version 2")
     s3_control.reset()
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
+    # The failed commit's data stays (its request might still have landed) until the next
+    # save, which collects it.
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert len(keys) == 2, keys  # one manifest, one data object: the failed save cleaned up
+    assert len(keys) == 3, keys
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 3")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 2, keys  # one manifest, one data object
+    assert await restore_all(dest, tmp_path / "out2") == {"_dst_cp": b"version 3"}
 
 
 async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
@@ -123,3 +130,17 @@ async def test_keep_versions_keeps_older_versions_restorable(location, tmp_path)
     # The older kept version is intact: delete the newest manifest and restore.
     location.delete(dest, manifests[-1])
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 2"}
+
+
+async def test_local_save_after_a_cancelled_one_succeeds(tmp_path):
+    src = write_tree(tmp_path / "src", {f"d{i % 50}/f{i}": b"x" * 4096 for i in range(2000)})
+    dest = tmp_path / "dest"
+    async with AsyncCheckpoint(dest, transfer=TransferConfig(max_concurrency=2)) as cp:
+        await cp.write(b"version 1")
+        with anyio.move_on_after(0.2) as scope:
+            await cp.save(src)
+        assert scope.cancelled_caught, "the save finished before it could be cancelled"
+        await cp.write(b"version 2")
+    assert await restore_all(str(dest), tmp_path / "out") == {"_dst_cp": b"version 2"}
+    data = dest / ".aiocheckpoint" / "data"
+    assert len(list(data.iterdir())) == 1  # only version 2's folder: the rest was collected

@@ -128,7 +128,7 @@ async def test_caller_mistakes_raise_builtin_errors_and_change_nothing(api, loca
             with pytest.raises(ValueError, match="TextIOWrapper"):
                 await call(cp, "save", text_file)
 
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="str"):
             await call(cp, "write", "not bytes")
 
         assert location.manifests(dest) == []
@@ -210,6 +210,10 @@ async def test_many_failing_uploads_raise_one_storage_error(s3_control, bucket, 
         with pytest.raises(StorageError) as info:
             await call(cp, "save", src)
         assert isinstance(info.value, CheckpointError)
+        message = str(info.value)
+        assert "AccessDenied" in message
+        assert f"s3://{bucket}/cp/.aiocheckpoint/data/" in message
+        assert len(info.value.errors) >= 1
     finally:
         await close(cp)
 

@@ -440,9 +440,11 @@ class AsyncCheckpoint:
             if current == body:
                 log.info("commit of %s succeeded although the request failed: %s", key, error)
                 return
-            await self._discard(store, f"{mf.META}/{folder}")
-            if isinstance(error, FileExistsError):
+            if isinstance(error, FileExistsError):  # definitely another writer's
+                await self._discard(store, f"{mf.META}/{folder}")
                 raise _conflict(store, manifest.version) from error
+            # Not there now, but a request that timed out may still land: keep the data it
+            # would need. The next save collects it if it never does.
             raise error
 
     async def _discard(self, store: Storage, prefix: str) -> None:

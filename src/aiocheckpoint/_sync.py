@@ -104,7 +104,10 @@ class _Loop:
             finally:
                 done.set()
 
-        future = self.portal.start_task_soon(call)
+        try:
+            future = self.portal.start_task_soon(call)
+        except RuntimeError as exc:  # closed by another thread since the caller checked
+            raise CheckpointClosedError("the checkpoint was closed") from exc
         try:
             return future.result()
         except KeyboardInterrupt:

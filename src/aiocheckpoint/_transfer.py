@@ -28,7 +28,7 @@ from anyio import CapacityLimiter
 from anyio.abc import TaskGroup
 
 from ._checksum import combine_parts
-from ._config import TransferConfig
+from ._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from ._errors import CheckpointError, CorruptCheckpointError
 from .storage import MultipartUpload, Storage
 
@@ -372,8 +372,15 @@ class Engine:
                     total += chunk.size
                     number += 1
                     chunk = _EMPTY
-                    length = part * (1 + (number - 1) // _STREAM_GROWTH)
+                    length = min(part * (1 + (number - 1) // _STREAM_GROWTH), MAX_PART_SIZE)
                     chunk, chunk_held = await next_chunk(length)
+                    if chunk.size and number > MAX_PARTS:
+                        self._budget.release(chunk_held)
+                        self._slots.release()
+                        raise CheckpointError(
+                            f"{item.name}: the stream is longer than {MAX_PARTS} parts allow"
+                            f" ({total} bytes so far); save it as a file instead"
+                        )
 
         try:
             held = await self._budget.acquire(part)

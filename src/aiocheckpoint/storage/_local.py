@@ -29,7 +29,10 @@ def _raise(error: OSError) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:
+        return  # removed since (the leftovers of a discarded save): nothing to make durable
     try:
         os.fsync(fd)
     finally:
