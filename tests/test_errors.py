@@ -235,3 +235,17 @@ def test_async_checkpoint_used_from_a_second_event_loop_says_so(tmp_path):
     asyncio.run(cp.write(b"first loop"))
     with pytest.raises(CheckpointError, match="another event loop"):
         asyncio.run(cp.write(b"second loop"))
+
+
+async def test_restore_onto_a_folder_in_the_way_names_it(location, tmp_path):
+    src = location.new()
+    async with AsyncCheckpoint(src) as cp:
+        await cp.write(b"blob")
+    out = tmp_path / "out"
+    (out / "_dst_cp").mkdir(parents=True)  # a folder where the file should go
+    (out / "_dst_cp" / "keep.txt").write_text("mine")
+    async with AsyncCheckpoint(location.new(), src) as cp:
+        with pytest.raises(CheckpointError, match="_dst_cp"):
+            await cp.restore(out)
+    assert (out / "_dst_cp" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["_dst_cp"]  # no staging folder left

@@ -550,8 +550,11 @@ def _regular_size(path: Path, root: Path) -> int:
 def _move_into(staging: Path, target: Path, names: list[str]) -> None:
     for name in names:
         final = target / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / name, final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, final)
+        except OSError as exc:  # e.g. a folder of the same name is in the way
+            raise CheckpointError(f"cannot restore {name} to {final}: {exc}") from exc
 
 
 def _read_single(folder: Path) -> bytes | None:
