@@ -92,8 +92,7 @@ async def test_failed_upload_part_raises_storage_error_and_aborts(
     s3_control, s3, bucket, tmp_path, big
 ):
     dest = f"s3://{bucket}/cp"
-    transfer = MULTIPART
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
         await cp.write(b"version 1")
         s3_control.fail(UPLOAD_PART, status=400, code="InvalidRequest")
         with pytest.raises(StorageError) as info:
@@ -115,8 +114,7 @@ async def test_cancelled_save_leaves_no_multipart_upload_open(
     s3_control, s3, bucket, tmp_path, big
 ):
     dest = f"s3://{bucket}/cp"
-    transfer = MULTIPART
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
         await cp.write(b"version 1")
         hold = s3_control.hold(UPLOAD_PART)
         with anyio.move_on_after(120) as guard:
@@ -168,14 +166,13 @@ async def test_two_writers_racing_on_one_dest_never_corrupt_it(location, tmp_pat
 
 
 async def test_big_restores_use_concurrent_ranged_gets(s3_control, bucket, tmp_path, big):
-    transfer = MULTIPART
     dest = f"s3://{bucket}/cp"
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
         await cp.save(big)
     s3_control.reset()
     s3_control.delay(0.05)
     ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
-    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
+    assert await restore_all(dest, tmp_path / "out", transfer=MULTIPART) == {
         "big.bin": big.read_bytes()
     }
     assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
