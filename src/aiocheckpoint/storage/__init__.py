@@ -113,6 +113,10 @@ class Storages:
             read_timeout=60,
             # aiocheckpoint verifies CRC-32 itself while reading; don't hash twice.
             response_checksum_validation="when_required",
+            # Every body carries its CRC-32 header, which S3 checks. Over https botocore then
+            # skips the SHA-256 of the payload already; over http (MinIO, moto) it would
+            # hash every part on the event loop.
+            s3={"payload_signing_enabled": False},
         )
         if opts.botocore_config is not None:
             config = config.merge(opts.botocore_config)
