@@ -47,10 +47,6 @@ class Manifest:
     files: Mapping[str, FileEntry]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(entry.size for entry in self.files.values())
-
     def objects(self) -> set[str]:
         return {entry.object for entry in self.files.values()}
 
