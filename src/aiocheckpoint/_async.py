@@ -237,7 +237,7 @@ class AsyncCheckpoint:
                 )
             if not cp.readable():
                 raise ValueError(f"cannot save file object {cp!r}: it is not readable")
-            uploads = [Upload("", self.TMP_DST_PATH, cp)]  # type: ignore[arg-type]
+            uploads = [Upload(self.TMP_DST_PATH, cp)]  # type: ignore[arg-type]
         else:
             raise ValueError(
                 f"Unsupported checkpoint type {type(cp).__name__}: expected a path to a file"
@@ -253,7 +253,7 @@ class AsyncCheckpoint:
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
         self._check_open()
-        await self._commit([Upload("", self.TMP_DST_PATH, as_stream(b))])
+        await self._commit([Upload(self.TMP_DST_PATH, as_stream(b))])
 
     async def read(self) -> bytes | None:
         """Restore, then return the one file's bytes (None if the checkpoint is empty).
@@ -268,23 +268,22 @@ class AsyncCheckpoint:
     # -- restore ---------------------------------------------------------------
 
     async def _restore_into(self, store: Storage, target: Path) -> None:
-        for attempt in (1, 2):
-            manifest, items = await self._plan_restore(store)
-            try:
-                await self._fetch(store, items, target)
-                return
-            except MissingObjectError:
-                if attempt == 2 or manifest is None:
-                    raise
-                newest = await self._newest(store)
-                if newest is None or newest.version == manifest.version:
-                    raise
-                log.info(
-                    "version %d of %s was replaced by %d during restore; restoring that",
-                    manifest.version,
-                    store.describe(),
-                    newest.version,
-                )
+        manifest, items = await self._plan_restore(store)
+        try:
+            await self._fetch(store, items, target)
+        except MissingObjectError:
+            if manifest is None:
+                raise
+            newer, items = await self._plan_restore(store)
+            if newer is None or newer.version == manifest.version:
+                raise
+            log.info(
+                "version %d of %s was replaced by %d during restore; restoring that",
+                manifest.version,
+                store.describe(),
+                newer.version,
+            )
+            await self._fetch(store, items, target)
 
     async def _plan_restore(
         self, store: Storage
@@ -361,11 +360,8 @@ class AsyncCheckpoint:
                 base = None  # a new local folder
             version = (base.version if base else 0) + 1
             folder = mf.data_dir(version, uuid.uuid4().hex[:12])
-            uploads = [
-                Upload(f"{mf.META}/{folder}{u.name}", u.name, u.source, u.size) for u in uploads
-            ]
             try:
-                stored = await self._engine.upload(store, uploads)
+                stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
                 await store.sync()
                 new = {
                     upload.name: mf.FileEntry(folder + upload.name, done.size, to_text(done.crc))
@@ -501,7 +497,7 @@ def _scan(root: Path) -> list[Upload]:
         raise FileNotFoundError(f"checkpoint source does not exist: {root}")
     if not root.is_dir():
         size = _regular_size(root, root)
-        return [Upload("", root.name, root, size)]
+        return [Upload(root.name, root, size)]
     real_root = os.path.realpath(root)
     seen = {real_root}
 
@@ -533,7 +529,7 @@ def _scan(root: Path) -> list[Upload]:
             if os.path.islink(path):
                 check_link(path)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
-            out.append(Upload("", rel, Path(path), _regular_size(Path(path), root)))
+            out.append(Upload(rel, Path(path), _regular_size(Path(path), root)))
     return out
 
 

@@ -45,17 +45,15 @@ _STREAM_GROWTH = 1000
 
 @dataclass(frozen=True)
 class Upload:
-    """One thing to store under ``key``: a file path, or a binary stream."""
+    """One thing to store: a file path, or a binary stream."""
 
-    key: str
-    name: str  # the relative path users know it by, for messages
+    name: str  # the relative path in the checkpoint; the key is a prefix plus this
     source: Path | BinaryIO
     size: int = -1  # known for paths
 
 
 @dataclass(frozen=True)
 class Stored:
-    key: str
     size: int
     crc: int
 
@@ -233,12 +231,13 @@ class Engine:
 
     # -- uploads -------------------------------------------------------------
 
-    async def upload(self, storage: Storage, items: list[Upload]) -> list[Stored]:
-        """Store every item; returns what was stored, in the order given."""
+    async def upload(self, storage: Storage, prefix: str, items: list[Upload]) -> list[Stored]:
+        """Store every item under ``prefix + item.name``; returns what was stored, in the
+        order given."""
         results: list[Stored | None] = [None] * len(items)
 
         async def run(i: int, item: Upload) -> None:
-            results[i] = await self._upload_one(storage, item)
+            results[i] = await self._upload_one(storage, prefix + item.name, item)
 
         async with task_group() as tg:
             for i, item in enumerate(items):
@@ -246,35 +245,34 @@ class Engine:
                 tg.start_soon(run, i, item)
         return [r for r in results if r is not None]
 
-    async def _upload_one(self, storage: Storage, item: Upload) -> Stored:
+    async def _upload_one(self, storage: Storage, key: str, item: Upload) -> Stored:
         """Runs holding one slot, which it releases after its first request."""
         if not isinstance(item.source, Path):
-            stored = await self._upload_stream(storage, item, item.source)
+            stored = await self._upload_stream(storage, key, item.name, item.source)
         elif item.size > self.config.multipart_threshold:
-            stored = await self._upload_parts(storage, item, item.source)
+            stored = await self._upload_parts(storage, key, item.source, item.size)
         else:
             try:
-                stored = await self._put_small(storage, item, item.source)
+                stored = await self._put_small(storage, key, item.source, item.size)
             finally:
                 self._slots.release()
-        log.debug("stored %s (%d bytes) as %s", item.name, stored.size, storage.describe(item.key))
+        log.debug("stored %s (%d bytes) as %s", item.name, stored.size, storage.describe(key))
         return stored
 
-    async def _put_small(self, storage: Storage, item: Upload, path: Path) -> Stored:
-        held = await self._budget.acquire(item.size)
+    async def _put_small(self, storage: Storage, key: str, path: Path, size: int) -> Stored:
+        held = await self._budget.acquire(size)
         try:
-            chunk = await self._thread(_read_at, path, 0, item.size)
-            _check_read(path, item.size, chunk.size)
-            await storage.put(item.key, chunk.body, chunk.crc)
-            return Stored(item.key, chunk.size, chunk.crc)
+            chunk = await self._thread(_read_at, path, 0, size)
+            _check_read(path, size, chunk.size)
+            await storage.put(key, chunk.body, chunk.crc)
+            return Stored(chunk.size, chunk.crc)
         finally:
             self._budget.release(held)
 
-    async def _upload_parts(self, storage: Storage, item: Upload, path: Path) -> Stored:
-        size = item.size
+    async def _upload_parts(self, storage: Storage, key: str, path: Path, size: int) -> Stored:
         part = self.config.part_size_for(size)
         try:
-            upload = await self._start_multipart(storage, item.key)
+            upload = await self._start_multipart(storage, key)
         finally:
             self._slots.release()
         parts: dict[int, tuple[int, int]] = {}
@@ -299,7 +297,7 @@ class Engine:
                     tg.start_soon(put_part, number, offset, min(part, size - offset))
 
         await self._finish_multipart(upload, send)
-        return Stored(item.key, size, combine_parts([parts[n] for n in sorted(parts)]))
+        return Stored(size, combine_parts([parts[n] for n in sorted(parts)]))
 
     async def _start_multipart(self, storage: Storage, key: str) -> MultipartUpload:
         # Shielded: cancelled mid-request, the upload would exist with an id never learned.
@@ -325,7 +323,9 @@ class Engine:
                     log.warning("could not abort multipart upload: %s", exc)
             raise
 
-    async def _upload_stream(self, storage: Storage, item: Upload, stream: BinaryIO) -> Stored:
+    async def _upload_stream(
+        self, storage: Storage, key: str, name: str, stream: BinaryIO
+    ) -> Stored:
         """Store a binary stream read front to back; never all of it in memory.
 
         Runs holding one slot. Each part owns a slot and its bytes until it is sent.
@@ -378,7 +378,7 @@ class Engine:
                         self._budget.release(chunk_held)
                         self._slots.release()
                         raise CheckpointError(
-                            f"{item.name}: the stream is longer than {MAX_PARTS} parts allow"
+                            f"{name}: the stream is longer than {MAX_PARTS} parts allow"
                             f" ({total} bytes so far); save it as a file instead"
                         )
 
@@ -386,15 +386,15 @@ class Engine:
             held = await self._budget.acquire(part)
             first = await self._thread(_read_stream, stream, part)
             if first.size < part:
-                await storage.put(item.key, first.body, first.crc)
-                return Stored(item.key, first.size, first.crc)
-            upload = await self._start_multipart(storage, item.key)
+                await storage.put(key, first.body, first.crc)
+                return Stored(first.size, first.crc)
+            upload = await self._start_multipart(storage, key)
             await self._finish_multipart(upload, send)
         finally:
             if not handed:
                 self._budget.release(held)
                 self._slots.release()
-        return Stored(item.key, total, combine_parts([parts[n] for n in sorted(parts)]))
+        return Stored(total, combine_parts([parts[n] for n in sorted(parts)]))
 
     # -- downloads -----------------------------------------------------------
 
