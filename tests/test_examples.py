@@ -103,10 +103,20 @@ def test_s3_example_round_trips_a_folder(tmp_path: Path) -> None:
 
 
 def test_benchmark_quick_prints_every_row(tmp_path: Path) -> None:
-    pytest.importorskip("moto.server")
     out = run("benchmarks/bench_s3.py", "--quick", cwd=tmp_path, env=without_s3_endpoint())
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     labels = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows[1:]}
     for method in ("baseline (boto3, one file at a time)", "SyncCheckpoint", "AsyncCheckpoint"):
         assert (method, "save") in labels
         assert (method, "restore") in labels
+
+
+def test_overhead_benchmark_reports_memory_and_write_cost(tmp_path: Path) -> None:
+    out = run("benchmarks/bench_overhead.py", "--size", "16MiB", cwd=tmp_path)
+    values = {}
+    for line in out.splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) == 2 and cells[1].endswith(("MiB", "ms")):
+            values[cells[0]] = float(cells[1].split()[0])
+    assert len(values) == 4, out
+    assert all(value >= 0 for value in values.values())
