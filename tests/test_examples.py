@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from aiocheckpoint import SyncCheckpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +88,6 @@ def test_async_pipeline_restores_every_shard(tmp_path: Path) -> None:
 
 
 def test_s3_example_round_trips_a_folder(tmp_path: Path) -> None:
-    pytest.importorskip("moto.server")
     out = run("examples/s3_example.py", cwd=tmp_path, env=without_s3_endpoint())
     assert "started a moto S3 server" in out
     assert "stopped the moto server" in out
