@@ -1,0 +1,68 @@
+"""The protocol every benchmark runner script follows.
+
+Each tool has one script in this folder, run in a virtualenv of its own (so its pins don't
+fight aiocheckpoint's) as::
+
+    python peers/<tool>.py upload   --endpoint URL --bucket B --prefix P --folder SRC
+    python peers/<tool>.py download --endpoint URL --bucket B --prefix P --folder DST
+
+``upload`` stores every file under SRC (recursively) below ``s3://B/P/``; ``download``
+fetches what the same tool uploaded there into the empty folder DST, recreating the tree.
+Credentials come from the environment (AWS_ACCESS_KEY_ID, ...); ``--ca-bundle`` is the
+PEM of the server's self-signed certificate when the endpoint is https. The script prints
+one JSON line: the seconds of the transfer (client creation included, interpreter start
+and imports not), and the process's RSS before it and at its peak, in bytes.
+
+Only the standard library here: this file runs in every tool's virtualenv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("op", choices=["upload", "download"])
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", required=True, help="key prefix, no trailing slash")
+    parser.add_argument("--folder", required=True, type=Path)
+    parser.add_argument("--ca-bundle", default=None, help="PEM to trust for https")
+    parser.add_argument("--concurrency", type=int, default=None, help="for tools that take one")
+    return parser.parse_args(argv)
+
+
+def rss() -> int:
+    """The resident set size of this process now, in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def files_under(folder: Path) -> list[tuple[str, Path]]:
+    """(relative POSIX path, path) of every file under ``folder``, sorted."""
+    out = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root, name)
+            out.append((path.relative_to(folder).as_posix(), path))
+    return sorted(out)
+
+
+def run(
+    upload: Callable[[argparse.Namespace], None], download: Callable[[argparse.Namespace], None]
+) -> None:
+    """Parse the arguments, time the operation, print the JSON line."""
+    args = parse()
+    idle = rss()
+    start = time.perf_counter()
+    (upload if args.op == "upload" else download)(args)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "idle_rss": idle, "peak_rss": peak}), flush=True)
