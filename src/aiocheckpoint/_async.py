@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -28,7 +29,15 @@ from ._errors import (
     CorruptCheckpointError,
     StorageError,
 )
-from ._transfer import Download, Engine, MissingObjectError, Upload, as_stream, task_group
+from ._transfer import (
+    Download,
+    Engine,
+    MissingObjectError,
+    Stored,
+    Upload,
+    as_stream,
+    task_group,
+)
 from .storage import Location, ObjectInfo, S3Options, Storage, Storages, parse_location
 
 log = logging.getLogger("aiocheckpoint")
@@ -354,38 +363,64 @@ class AsyncCheckpoint:
         async with self._save_lock:
             store = await self._storage(self._dest)
             started = time.monotonic()
-            try:
-                base = await self._newest(store)
-            except FileNotFoundError:
-                base = None  # a new local folder
+            base, listing, unfinished = await self._base(store)
             version = (base.version if base else 0) + 1
             folder = mf.data_dir(version, uuid.uuid4().hex[:12])
+            old = base.files if base else {}
+            uploads = [
+                dataclasses.replace(u, previous=Stored(e.size, e.crc))
+                if (e := old.get(u.name)) is not None and u.size in (e.size, -1)
+                else u
+                for u in uploads
+            ]
             try:
                 stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
                 await store.sync()
-                new = {
-                    upload.name: mf.FileEntry(folder + upload.name, done.size, to_text(done.crc))
-                    for upload, done in zip(uploads, stored, strict=True)
-                }
-                manifest = mf.Manifest(version, mf.merge(base.files if base else {}, new))
-                listing, unfinished = await self._survey(store)
-                newest = max(_manifest_versions(listing), default=0)
-                if newest >= version:
-                    raise _conflict(store, newest)
             except BaseException:
                 await self._discard(store, f"{mf.META}/{folder}")
                 raise
+            new = {
+                u.name: old[u.name]
+                if done.unchanged
+                else mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
+                for u, done in zip(uploads, stored, strict=True)
+            }
+            manifest = mf.Manifest(version, mf.merge(old, new))
             await self._publish(store, manifest, folder)
             await self._collect_garbage(store, manifest, listing, unfinished)
+            sent = [s for s in stored if not s.unchanged]
             log.info(
-                "committed version %d of %s: %d files (%d saved now, %d bytes) in %.2fs",
+                "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged)"
+                " in %.2fs",
                 version,
                 store.describe(),
                 len(manifest.files),
-                len(stored),
-                sum(s.size for s in stored),
+                len(sent),
+                sum(s.size for s in sent),
+                len(stored) - len(sent),
                 time.monotonic() - started,
             )
+
+    async def _base(
+        self, store: Storage
+    ) -> tuple[mf.Manifest | None, list[ObjectInfo], list[tuple[str, str]]]:
+        """The newest committed manifest (None if there is none), everything under
+        ``.aiocheckpoint/`` and the unfinished uploads, as a save finds them.
+
+        The listing, taken before anything is written, is also what the save's garbage
+        collection works from. A conflicting writer is caught by the exclusive commit.
+        """
+        for _ in range(3):
+            listing, unfinished = await self._survey(store)
+            newest = max(_manifest_versions(listing), default=0)
+            if not newest:
+                return None, listing, unfinished
+            key = mf.manifest_key(newest)
+            try:
+                return mf.decode(await store.get(key), store.describe(key)), listing, unfinished
+            except FileNotFoundError:
+                continue  # collected by a newer commit meanwhile: list again
+        raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
 
     async def _survey(self, store: Storage) -> tuple[list[ObjectInfo], list[tuple[str, str]]]:
         """Everything under ``.aiocheckpoint/``, and unfinished uploads, listed at once."""

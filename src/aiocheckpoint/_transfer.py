@@ -50,12 +50,16 @@ class Upload:
     name: str  # the relative path in the checkpoint; the key is a prefix plus this
     source: Path | BinaryIO
     size: int = -1  # known for paths
+    #: What the previous version holds at this name: content with the same size and
+    #: CRC-32 is not stored again.
+    previous: Stored | None = None
 
 
 @dataclass(frozen=True)
 class Stored:
     size: int
     crc: int
+    unchanged: bool = False  # the same as ``Upload.previous``: nothing was stored
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,21 @@ def _check_read(path: Path, expected: int, got: int) -> None:
         )
 
 
+_HASH_BUFFER = 1024 * 1024
+
+
+def _crc_of(path: Path, size: int) -> int:
+    """The CRC-32 of a file expected to hold ``size`` bytes."""
+    crc = got = 0
+    buffer = bytearray(_HASH_BUFFER)
+    with open(path, "rb", buffering=0) as f, memoryview(buffer) as view:
+        while n := f.readinto(view):
+            crc = zlib.crc32(view[:n], crc)
+            got += n
+    _check_read(path, size, got)
+    return crc
+
+
 def _write_at(fd: int, offset: int, data: bytes | bytearray) -> int:
     view = memoryview(data)
     done = 0
@@ -248,30 +267,47 @@ class Engine:
     async def _upload_one(self, storage: Storage, key: str, item: Upload) -> Stored:
         """Runs holding one slot, which it releases after its first request."""
         if not isinstance(item.source, Path):
-            stored = await self._upload_stream(storage, key, item.name, item.source)
+            stored = await self._upload_stream(storage, key, item)
         elif item.size > self.config.multipart_threshold:
-            stored = await self._upload_parts(storage, key, item.source, item.size)
+            stored = await self._upload_parts(storage, key, item)
         else:
             try:
-                stored = await self._put_small(storage, key, item.source, item.size)
+                stored = await self._put_small(storage, key, item)
             finally:
                 self._slots.release()
-        log.debug("stored %s (%d bytes) as %s", item.name, stored.size, storage.describe(key))
+        if stored.unchanged:
+            log.debug("%s is unchanged (%d bytes); not stored again", item.name, stored.size)
+        else:
+            log.debug("stored %s (%d bytes) as %s", item.name, stored.size, storage.describe(key))
         return stored
 
-    async def _put_small(self, storage: Storage, key: str, path: Path, size: int) -> Stored:
-        held = await self._budget.acquire(size)
+    async def _put_small(self, storage: Storage, key: str, item: Upload) -> Stored:
+        assert isinstance(item.source, Path)
+        held = await self._budget.acquire(item.size)
         try:
-            chunk = await self._thread(_read_at, path, 0, size)
-            _check_read(path, size, chunk.size)
+            chunk = await self._thread(_read_at, item.source, 0, item.size)
+            _check_read(item.source, item.size, chunk.size)
+            if item.previous == Stored(chunk.size, chunk.crc):
+                return Stored(chunk.size, chunk.crc, unchanged=True)
             await storage.put(key, chunk.body, chunk.crc)
             return Stored(chunk.size, chunk.crc)
         finally:
             self._budget.release(held)
 
-    async def _upload_parts(self, storage: Storage, key: str, path: Path, size: int) -> Stored:
+    async def _upload_parts(self, storage: Storage, key: str, item: Upload) -> Stored:
+        assert isinstance(item.source, Path)
+        path, size = item.source, item.size
         part = self.config.part_size_for(size)
         try:
+            if item.previous is not None and item.previous.size == size:
+                # One extra read to learn whether the parts need sending at all.
+                held = await self._budget.acquire(_HASH_BUFFER)
+                try:
+                    crc = await self._thread(_crc_of, path, size)
+                finally:
+                    self._budget.release(held)
+                if item.previous.crc == crc:
+                    return Stored(size, crc, unchanged=True)
             upload = await self._start_multipart(storage, key)
         finally:
             self._slots.release()
@@ -323,13 +359,13 @@ class Engine:
                     log.warning("could not abort multipart upload: %s", exc)
             raise
 
-    async def _upload_stream(
-        self, storage: Storage, key: str, name: str, stream: BinaryIO
-    ) -> Stored:
+    async def _upload_stream(self, storage: Storage, key: str, item: Upload) -> Stored:
         """Store a binary stream read front to back; never all of it in memory.
 
         Runs holding one slot. Each part owns a slot and its bytes until it is sent.
         """
+        name, stream = item.name, item.source
+        assert not isinstance(stream, Path)
         part = self.config.part_size
         parts: dict[int, tuple[int, int]] = {}
         total = 0
@@ -386,6 +422,8 @@ class Engine:
             held = await self._budget.acquire(part)
             first = await self._thread(_read_stream, stream, part)
             if first.size < part:
+                if item.previous == Stored(first.size, first.crc):
+                    return Stored(first.size, first.crc, unchanged=True)
                 await storage.put(key, first.body, first.crc)
                 return Stored(first.size, first.crc)
             upload = await self._start_multipart(storage, key)

@@ -1,0 +1,124 @@
+"""Incremental saves: content the newest version already holds is not stored again."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from _s3server import match
+from _trees import restore_all, write_tree
+
+from aiocheckpoint import AsyncCheckpoint, TransferConfig
+
+pytestmark = pytest.mark.anyio
+
+MiB = 1024 * 1024
+#: Files over 5 MiB go in parts, so the 11 MiB file below is a multipart upload.
+PARTS = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+
+def objects(location, dest: str) -> dict[str, str]:
+    """Path → data object, in the newest manifest."""
+    return {path: e["object"] for path, e in location.manifest(dest)["files"].items()}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, bytes]:
+    return {
+        "model.bin": os.urandom(11 * MiB),
+        "optim/state.bin": os.urandom(200_000),
+        "optim/step.txt": b"100",
+        "empty": b"",
+    }
+
+
+async def test_resaving_an_unchanged_folder_stores_nothing_again(location, tmp_path, tree):
+    dest = location.new()
+    src = write_tree(tmp_path / "src", tree)
+    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
+        await cp.save(src)
+        first = objects(location, dest)
+        data_before = location.data_keys(dest)
+        await cp.save(src)
+    assert location.manifest(dest)["version"] == 2
+    assert objects(location, dest) == first
+    assert location.data_keys(dest) == data_before  # nothing new, nothing collected
+    assert await restore_all(dest, tmp_path / "out", transfer=PARTS) == tree
+
+
+async def test_only_changed_files_are_stored_even_when_sizes_and_times_match(
+    location, tmp_path, tree
+):
+    dest = location.new()
+    src = write_tree(tmp_path / "src", tree)
+    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
+        await cp.save(src)
+        first = objects(location, dest)
+        # Same sizes, same modification times: only the bytes tell the change.
+        changed = {"model.bin": os.urandom(11 * MiB), "optim/step.txt": b"200"}
+        for rel, data in changed.items():
+            path = src / rel
+            stat = path.stat()
+            path.write_bytes(data)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        await cp.save(src)
+    second = objects(location, dest)
+    assert {p for p in second if second[p] != first[p]} == set(changed)
+    tree.update(changed)
+    assert await restore_all(dest, tmp_path / "out", transfer=PARTS) == tree
+    # The unchanged files' objects live in the first save's folder and survive its GC.
+    assert location.data_keys(dest) == location.referenced(dest)
+
+
+async def test_unchanged_s3_files_send_no_data_requests(s3_control, bucket, tmp_path, tree):
+    dest = f"s3://{bucket}/cp"
+    src = write_tree(tmp_path / "src", tree)
+    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
+        await cp.save(src)
+        s3_control.reset()
+        (src / "optim/step.txt").write_bytes(b"101")
+        await cp.save(src)
+    data_puts = s3_control.matching(match(path_contains="/.aiocheckpoint/data/"))
+    assert [(r.method, r.path.rsplit("/", 1)[1]) for r in data_puts] == [("PUT", "step.txt")]
+    assert not s3_control.matching(match("HEAD"))
+
+
+async def test_write_of_the_same_bytes_stores_nothing_again(location, tmp_path):
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"weights v1")
+        first = objects(location, dest)
+        await cp.write(b"weights v1")
+        assert objects(location, dest) == first
+        await cp.write(b"weights v2")  # same length, other bytes
+        assert objects(location, dest)["_dst_cp"] != first["_dst_cp"]
+        await cp.save(io.BytesIO(b"weights v2"))
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"weights v2"}
+
+
+async def test_a_file_saved_under_a_new_name_is_stored_anew(location, tmp_path):
+    # Reuse is by path: the same bytes under another name are a new object.
+    dest = location.new()
+    data = os.urandom(1000)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "a", {"one.bin": data}))
+        await cp.save(write_tree(tmp_path / "b", {"two.bin": data}))
+    files = objects(location, dest)
+    assert files["one.bin"] != files["two.bin"]
+    assert await restore_all(dest, tmp_path / "out") == {"one.bin": data, "two.bin": data}
+
+
+async def test_an_unchanged_file_kept_across_many_versions_survives_gc(location, tmp_path):
+    dest = location.new()
+    src = write_tree(tmp_path / "src", {"frozen.bin": b"F" * 5000, "step": b"0"})
+    async with AsyncCheckpoint(dest, keep_versions=2) as cp:
+        for step in range(1, 6):
+            (src / "step").write_bytes(str(step).encode())
+            await cp.save(src)
+    manifest = location.manifest(dest)
+    assert manifest["version"] == 5
+    assert manifest["files"]["frozen.bin"]["object"].startswith("data/0000000001-")
+    assert len(location.manifests(dest)) == 2
+    assert await restore_all(dest, tmp_path / "out") == {"frozen.bin": b"F" * 5000, "step": b"5"}
