@@ -226,8 +226,21 @@ def _write_at(fd: int, offset: int, data: bytes | bytearray) -> int:
     return zlib.crc32(data)
 
 
+def _make_folders(paths: list[Path]) -> None:
+    for folder in {path.parent for path in paths}:
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _write_file(path: Path, data: bytes) -> int:
+    """Create ``path`` holding ``data``; returns its CRC-32."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        return _write_at(fd, 0, data)
+    finally:
+        os.close(fd)
+
+
 def _open_target(path: Path, size: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         if size:
@@ -438,35 +451,45 @@ class Engine:
 
     async def download(self, storage: Storage, items: list[Download]) -> None:
         """Fetch every item into its target path, verifying size and CRC-32 where known."""
+        await self._thread(_make_folders, [item.target for item in items])
         async with task_group() as tg:
             for item in items:
                 await self._slots.acquire()
                 tg.start_soon(self._download_one, storage, item)
 
     async def _download_one(self, storage: Storage, item: Download) -> None:
-        part = self.config.part_size_for(item.size)
-        single = item.size <= self.config.multipart_threshold
+        """Runs holding one slot, which it releases after its first request."""
+        if item.size <= self.config.multipart_threshold:
+            try:
+                held = await self._budget.acquire(item.size)
+                try:
+                    data = await self._get(storage, item)
+                    crc = await self._thread(_write_file, item.target, data)
+                finally:
+                    self._budget.release(held)
+            finally:
+                self._slots.release()
+            self._verify(storage, item, len(data), crc)
+            return
         try:
             fd = await self._thread(_open_target, item.target, item.size)
-        except BaseException:
+        finally:
             self._slots.release()
-            raise
+        part = self.config.part_size_for(item.size)
         pieces: dict[int, tuple[int, int]] = {}
         try:
-            if single:
-                await self._get_range(storage, item, fd, 0, item.size, pieces, whole=True)
-            else:
-                self._slots.release()
-                async with task_group() as tg:
-                    for offset in range(0, item.size, part):
-                        await self._slots.acquire()
-                        n = min(part, item.size - offset)
-                        tg.start_soon(self._get_range, storage, item, fd, offset, n, pieces)
+            async with task_group() as tg:
+                for offset in range(0, item.size, part):
+                    await self._slots.acquire()
+                    n = min(part, item.size - offset)
+                    tg.start_soon(self._get_range, storage, item, fd, offset, n, pieces)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._thread(os.close, fd)
         crc = combine_parts([pieces[o] for o in sorted(pieces)])
-        size = sum(length for _, length in pieces.values())
+        self._verify(storage, item, sum(length for _, length in pieces.values()), crc)
+
+    def _verify(self, storage: Storage, item: Download, size: int, crc: int) -> None:
         if size != item.size:
             raise CorruptCheckpointError(
                 f"{item.name}: expected {item.size} bytes, got {size}"
@@ -479,6 +502,25 @@ class Engine:
             )
         log.debug("fetched %s (%d bytes) from %s", item.name, size, storage.describe(item.key))
 
+    async def _get(
+        self, storage: Storage, item: Download, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """GET the object, or one range of it; at most the bytes expected."""
+        try:
+            if length is None:
+                data = await storage.get(item.key)
+            else:
+                data = await storage.get(item.key, offset, length)
+        except FileNotFoundError as exc:
+            raise MissingObjectError(
+                f"{item.name}: object {storage.describe(item.key)} is missing"
+            ) from exc
+        if len(data) > (item.size if length is None else length):
+            raise CorruptCheckpointError(
+                f"{item.name}: expected {item.size} bytes, {storage.describe(item.key)} holds more"
+            )
+        return data
+
     async def _get_range(
         self,
         storage: Storage,
@@ -487,27 +529,12 @@ class Engine:
         offset: int,
         length: int,
         pieces: dict[int, tuple[int, int]],
-        whole: bool = False,
     ) -> None:
-        """GET one range (or the whole object) into place; runs holding a slot, which it
-        releases."""
+        """GET one range into place; runs holding a slot, which it releases."""
         try:
             held = await self._budget.acquire(length)
             try:
-                try:
-                    if whole:
-                        data = await storage.get(item.key)
-                    else:
-                        data = await storage.get(item.key, offset, length)
-                except FileNotFoundError as exc:
-                    raise MissingObjectError(
-                        f"{item.name}: object {storage.describe(item.key)} is missing"
-                    ) from exc
-                if len(data) > length:
-                    raise CorruptCheckpointError(
-                        f"{item.name}: expected {item.size} bytes, {storage.describe(item.key)}"
-                        " holds more"
-                    )
+                data = await self._get(storage, item, offset, length)
                 pieces[offset] = (await self._thread(_write_at, fd, offset, data), len(data))
             finally:
                 self._budget.release(held)
