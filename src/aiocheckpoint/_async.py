@@ -461,7 +461,7 @@ class AsyncCheckpoint:
                 error = exc
             try:
                 with anyio.fail_after(60):
-                    current: bytes | None = await store.get(key)
+                    current: bytes | bytearray | None = await store.get(key)
             except FileNotFoundError:
                 current = None
             except Exception:

@@ -117,7 +117,7 @@ def encode(manifest: Manifest) -> bytes:
     return json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
 
 
-def decode(data: bytes, where: str) -> Manifest:
+def decode(data: bytes | bytearray, where: str) -> Manifest:
     """Parse and validate a manifest; ``where`` names it in errors."""
     try:
         doc = json.loads(data)

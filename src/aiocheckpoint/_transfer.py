@@ -231,7 +231,7 @@ def _make_folders(paths: list[Path]) -> None:
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def _write_file(path: Path, data: bytes) -> int:
+def _write_file(path: Path, data: bytes | bytearray) -> int:
     """Create ``path`` holding ``data``; returns its CRC-32."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -504,7 +504,7 @@ class Engine:
 
     async def _get(
         self, storage: Storage, item: Download, offset: int = 0, length: int | None = None
-    ) -> bytes:
+    ) -> bytes | bytearray:
         """GET the object, or one range of it; at most the bytes expected."""
         try:
             if length is None:

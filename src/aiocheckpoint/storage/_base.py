@@ -48,7 +48,7 @@ class Storage(Protocol):
 
     async def start_multipart(self, key: str) -> MultipartUpload: ...
 
-    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         """Read ``length`` bytes from ``start`` (all of it when ``length`` is None)."""
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:

@@ -129,7 +129,7 @@ class LocalStorage:
 
         return await self._run(key, start)
 
-    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         path = self._path(key)
 
         def read() -> bytes:

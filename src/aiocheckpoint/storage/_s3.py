@@ -71,7 +71,7 @@ class S3Storage:
             )
         return S3Multipart(self, key, resp["UploadId"])
 
-    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+    async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         extra = {}
         if start or length is not None:
             end = "" if length is None else str(start + length - 1)
@@ -81,8 +81,7 @@ class S3Storage:
             # Read the body here, inside the caller's concurrency slot: an unread body keeps
             # its pooled connection.
             async with resp["Body"] as body:
-                data: bytes = await body.read()
-        return data
+                return await _read_body(body, int(resp["ContentLength"]))
 
     async def _listing(
         self, action: str, operation: str, field: str, prefix: str
@@ -180,3 +179,19 @@ class S3Multipart:
         except StorageError as exc:
             if "NoSuchUpload" not in str(exc):
                 raise
+
+
+async def _read_body(body: Any, size: int) -> bytearray:
+    """Read a response body of ``size`` bytes into one buffer, chunk by chunk, instead of
+    joining the chunks at the end (which holds the body twice)."""
+    data = bytearray(size)
+    got = 0
+    with memoryview(data) as view:
+        while got < size:
+            n = await body.readinto(view[got:])
+            if not n:
+                break  # aiobotocore raises for a short body; this is a safety net
+            got += n
+    if got < size:
+        del data[got:]
+    return data
