@@ -117,6 +117,9 @@ class Storages:
             # skips the SHA-256 of the payload already; over http (MinIO, moto) it would
             # hash every part on the event loop.
             s3={"payload_signing_enabled": False},
+            # The parameters are built here, not by users: checking each request's against
+            # the model is CPU on the event loop that buys nothing.
+            parameter_validation=False,
         )
         if opts.botocore_config is not None:
             config = config.merge(opts.botocore_config)
