@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 from ._checksum import combine_parts
 from ._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from ._errors import CheckpointError, CorruptCheckpointError
-from .storage import MultipartUpload, Storage
+from .storage import BlockingStorage, MultipartUpload, Storage
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -240,6 +240,27 @@ def _write_file(path: Path, data: bytes | bytearray) -> int:
         os.close(fd)
 
 
+def _missing(storage: Storage, item: Download) -> MissingObjectError:
+    return MissingObjectError(f"{item.name}: object {storage.describe(item.key)} is missing")
+
+
+def _check_length(storage: Storage, item: Download, got: int, expected: int) -> None:
+    if got > expected:
+        raise CorruptCheckpointError(
+            f"{item.name}: expected {item.size} bytes, {storage.describe(item.key)} holds more"
+        )
+
+
+def _copy_object(storage: Storage, item: Download) -> tuple[int, int]:
+    """Read a whole object of a blocking backend and write it to its target: (size, CRC)."""
+    try:
+        data = cast(BlockingStorage, storage).get_blocking(item.key)
+    except FileNotFoundError as exc:
+        raise _missing(storage, item) from exc
+    _check_length(storage, item, len(data), item.size)
+    return len(data), _write_file(item.target, data)
+
+
 def _open_target(path: Path, size: int) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -296,14 +317,25 @@ class Engine:
 
     async def _put_small(self, storage: Storage, key: str, item: Upload) -> Stored:
         assert isinstance(item.source, Path)
-        held = await self._budget.acquire(item.size)
-        try:
-            chunk = await self._thread(_read_at, item.source, 0, item.size)
-            _check_read(item.source, item.size, chunk.size)
+        path, size = item.source, item.size
+
+        def read() -> tuple[Chunk, Stored | None]:
+            chunk = _read_at(path, 0, size)
+            _check_read(path, size, chunk.size)
             if item.previous == Stored(chunk.size, chunk.crc):
-                return Stored(chunk.size, chunk.crc, unchanged=True)
-            await storage.put(key, chunk.body, chunk.crc)
-            return Stored(chunk.size, chunk.crc)
+                return chunk, Stored(chunk.size, chunk.crc, unchanged=True)
+            if storage.blocking:  # store it from this thread too
+                cast(BlockingStorage, storage).put_blocking(key, chunk.body, chunk.crc)
+                return chunk, Stored(chunk.size, chunk.crc)
+            return chunk, None
+
+        held = await self._budget.acquire(size)
+        try:
+            chunk, stored = await self._thread(read)
+            if stored is None:
+                await storage.put(key, chunk.body, chunk.crc)
+                stored = Stored(chunk.size, chunk.crc)
+            return stored
         finally:
             self._budget.release(held)
 
@@ -463,13 +495,16 @@ class Engine:
             try:
                 held = await self._budget.acquire(item.size)
                 try:
-                    data = await self._get(storage, item)
-                    crc = await self._thread(_write_file, item.target, data)
+                    if storage.blocking:  # read and write in one thread call
+                        size, crc = await self._thread(_copy_object, storage, item)
+                    else:
+                        data = await self._get(storage, item)
+                        size, crc = len(data), await self._thread(_write_file, item.target, data)
                 finally:
                     self._budget.release(held)
             finally:
                 self._slots.release()
-            self._verify(storage, item, len(data), crc)
+            self._verify(storage, item, size, crc)
             return
         try:
             fd = await self._thread(_open_target, item.target, item.size)
@@ -512,13 +547,8 @@ class Engine:
             else:
                 data = await storage.get(item.key, offset, length)
         except FileNotFoundError as exc:
-            raise MissingObjectError(
-                f"{item.name}: object {storage.describe(item.key)} is missing"
-            ) from exc
-        if len(data) > (item.size if length is None else length):
-            raise CorruptCheckpointError(
-                f"{item.name}: expected {item.size} bytes, {storage.describe(item.key)} holds more"
-            )
+            raise _missing(storage, item) from exc
+        _check_length(storage, item, len(data), item.size if length is None else length)
         return data
 
     async def _get_range(

@@ -14,10 +14,18 @@ from urllib.parse import unquote, urlsplit
 
 from anyio import CapacityLimiter
 
-from ._base import MultipartUpload, ObjectInfo, Storage
+from ._base import BlockingStorage, MultipartUpload, ObjectInfo, Storage
 from ._local import LocalStorage
 
-__all__ = ("Location", "MultipartUpload", "ObjectInfo", "Storage", "Storages", "parse_location")
+__all__ = (
+    "BlockingStorage",
+    "Location",
+    "MultipartUpload",
+    "ObjectInfo",
+    "Storage",
+    "Storages",
+    "parse_location",
+)
 
 _data_loader: Any = None  # botocore's model loader, shared by the S3 clients of this process
 

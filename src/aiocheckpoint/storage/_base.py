@@ -35,6 +35,8 @@ class Storage(Protocol):
     #: True where "nothing under the root" means the root does not exist (S3 prefixes);
     #: False where an empty root is a real, empty folder (local).
     empty_means_missing: bool
+    #: True for a :class:`BlockingStorage`.
+    blocking: bool
 
     def describe(self, key: str = "") -> str:
         """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""
@@ -69,3 +71,15 @@ class Storage(Protocol):
         """Make every object written so far durable (before a commit)."""
 
     async def aclose(self) -> None: ...
+
+
+class BlockingStorage(Storage, Protocol):
+    """A backend whose calls are blocking file I/O, run in worker threads (local).
+
+    ``put_blocking`` and ``get_blocking`` do what ``put`` and ``get`` do, in the calling
+    worker thread, so that a small file is read and stored in one thread call.
+    """
+
+    def put_blocking(self, key: str, body: BytesIO, crc: int) -> None: ...
+
+    def get_blocking(self, key: str, start: int = 0, length: int | None = None) -> bytes: ...

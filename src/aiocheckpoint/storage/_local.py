@@ -41,6 +41,7 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalStorage:
     empty_means_missing = False
+    blocking = True
 
     def __init__(self, root: Path, limiter: CapacityLimiter) -> None:
         self.root = root
@@ -57,8 +58,12 @@ class LocalStorage:
         return self.root / key
 
     async def _run(self, key: str, func: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(self._mapped, key, func, limiter=self._limiter)
+
+    def _mapped(self, key: str, func: Callable[[], T]) -> T:
+        """Run ``func``, its errors named after ``key``."""
         try:
-            return await anyio.to_thread.run_sync(func, limiter=self._limiter)
+            return func()
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"no such file: {self.describe(key)}") from exc
         except OSError as exc:
@@ -88,6 +93,9 @@ class LocalStorage:
         return tmp
 
     async def put(self, key: str, body: BytesIO, crc: int) -> None:
+        await anyio.to_thread.run_sync(self.put_blocking, key, body, crc, limiter=self._limiter)
+
+    def put_blocking(self, key: str, body: BytesIO, crc: int) -> None:
         path = self._path(key)
 
         def write() -> None:
@@ -96,7 +104,7 @@ class LocalStorage:
             os.replace(tmp, path)
             self._dirty.add(path.parent)
 
-        await self._run(key, write)
+        self._mapped(key, write)
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -130,6 +138,11 @@ class LocalStorage:
         return await self._run(key, start)
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
+        return await anyio.to_thread.run_sync(
+            self.get_blocking, key, start, length, limiter=self._limiter
+        )
+
+    def get_blocking(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
 
         def read() -> bytes:
@@ -138,7 +151,7 @@ class LocalStorage:
                     f.seek(start)
                 return f.read() if length is None else f.read(length)
 
-        return await self._run(key, read)
+        return self._mapped(key, read)
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root

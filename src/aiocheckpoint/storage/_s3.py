@@ -19,6 +19,7 @@ _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 class S3Storage:
     empty_means_missing = True
+    blocking = False
 
     def __init__(self, client: Any, bucket: str, prefix: str) -> None:
         self._client = client
