@@ -50,7 +50,7 @@ def test_s3_url_without_bucket_is_refused(cls, url, tmp_path):
 
 def test_transfer_config_is_validated_frozen_and_keyword_only():
     config = TransferConfig()
-    assert config.max_concurrency == 32
+    assert config.max_concurrency == 64
     assert config.multipart_threshold == 8 * MiB
     assert config.part_size == 8 * MiB
     assert config.max_buffer_bytes is None

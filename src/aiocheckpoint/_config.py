@@ -12,6 +12,9 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 
+#: The default memory bound holds this many parts (or whole small files of that size).
+_BUFFERED_PARTS = 32
+
 
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig:
@@ -24,13 +27,15 @@ class TransferConfig:
     :param part_size: size of one part or range; grown automatically so that a file never
         needs more than 10,000 parts. At least 5 MiB (S3's minimum part size).
     :param max_buffer_bytes: bound on file bytes held in memory at once. Default:
-        ``max_concurrency * max(part_size, multipart_threshold)``.
+        ``min(max_concurrency, 32) * max(part_size, multipart_threshold)`` (256 MiB with
+        the other defaults): many small requests may be in flight, but at most 32 parts'
+        worth of bytes.
     :param max_threads: worker threads for local file I/O.
     :raises ValueError: a value is not a positive integer, ``part_size`` is outside
         S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.
     """
 
-    max_concurrency: int = 32
+    max_concurrency: int = 64
     multipart_threshold: int = 8 * MiB
     part_size: int = 8 * MiB
     max_buffer_bytes: int | None = None
@@ -57,7 +62,9 @@ class TransferConfig:
         """The effective bound on bytes held in memory."""
         if self.max_buffer_bytes is not None:
             return self.max_buffer_bytes
-        return self.max_concurrency * max(self.part_size, self.multipart_threshold)
+        return min(self.max_concurrency, _BUFFERED_PARTS) * max(
+            self.part_size, self.multipart_threshold
+        )
 
     def part_size_for(self, size: int) -> int:
         """The part size for a file of ``size`` bytes: never more than 10,000 parts."""
