@@ -122,3 +122,31 @@ async def test_an_unchanged_file_kept_across_many_versions_survives_gc(location,
     assert manifest["files"]["frozen.bin"]["object"].startswith("data/0000000001-")
     assert len(location.manifests(dest)) == 2
     assert await restore_all(dest, tmp_path / "out") == {"frozen.bin": b"F" * 5000, "step": b"5"}
+
+
+async def test_a_save_does_not_read_back_the_manifest_it_committed(s3_control, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"v1")
+        s3_control.reset()
+        await cp.write(b"v2")
+    manifest_gets = s3_control.matching(match("GET", path_contains="/.aiocheckpoint/manifests/v"))
+    assert manifest_gets == []
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"v2"}
+
+
+async def test_a_dest_rewritten_by_another_process_is_read_again(location, tmp_path):
+    # Same version number, other content: only the manifest itself can tell.
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "a", {"mine.bin": b"mine"}))
+        for key in location.keys(dest):
+            location.delete(dest, key)
+        async with AsyncCheckpoint(dest) as other:
+            await other.save(write_tree(tmp_path / "b", {"theirs.bin": b"theirs"}))
+        assert location.manifest(dest)["version"] == 1
+        await cp.write(b"mine again")
+    assert await restore_all(dest, tmp_path / "out") == {
+        "theirs.bin": b"theirs",
+        "_dst_cp": b"mine again",
+    }

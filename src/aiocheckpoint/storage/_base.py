@@ -17,6 +17,7 @@ from typing import Protocol
 class ObjectInfo:
     key: str
     size: int
+    etag: str = ""  # S3's ETag without quotes (the MD5 of a plain PUT's body); "" locally
 
 
 class MultipartUpload(Protocol):

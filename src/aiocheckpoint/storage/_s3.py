@@ -99,7 +99,10 @@ class S3Storage:
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         items = await self._listing("LIST", "list_objects_v2", "Contents", prefix)
-        return [ObjectInfo(item["Key"], int(item["Size"])) for item in items]
+        return [
+            ObjectInfo(item["Key"], int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+            for item in items
+        ]
 
     async def delete(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):
