@@ -6,6 +6,7 @@ import filecmp
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,21 +100,25 @@ def test_s3_example_round_trips_a_folder(tmp_path: Path) -> None:
     assert (mismatch, errors) == ([], [])
 
 
-def test_benchmark_quick_prints_every_row(tmp_path: Path) -> None:
-    out = run("benchmarks/bench_s3.py", "--quick", cwd=tmp_path, env=without_s3_endpoint())
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
-    labels = {tuple(cell.strip() for cell in row.split("|")[1:3]) for row in rows[1:]}
-    for method in ("baseline (boto3, one file at a time)", "SyncCheckpoint", "AsyncCheckpoint"):
-        assert (method, "save") in labels
-        assert (method, "restore") in labels
-
-
-def test_overhead_benchmark_reports_memory_and_write_cost(tmp_path: Path) -> None:
-    out = run("benchmarks/bench_overhead.py", "--size", "16MiB", cwd=tmp_path)
-    values = {}
-    for line in out.splitlines():
-        cells = [cell.strip() for cell in line.split("|")[1:-1]]
-        if len(cells) == 2 and cells[1].endswith(("MiB", "ms")):
-            values[cells[0]] = float(cells[1].split()[0])
-    assert len(values) == 4, out
-    assert all(value >= 0 for value in values.values())
+def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
+    results = tmp_path / "results.md"
+    out = run(
+        "benchmarks/bench.py",
+        "--quick",
+        "--out",
+        str(results),
+        cwd=tmp_path,
+        env=without_s3_endpoint(),
+    )
+    assert f"results written to {results}" in out
+    text = results.read_text()
+    assert "FAILURES" not in text
+    assert re.search(r"All \d+ downloads matched their sources byte for byte", text)
+    sections = {part.split(" ", 1)[0]: part for part in text.split("\n### ")[1:]}
+    assert set(sections) == {"shards", "many-small", "big"}
+    for section in sections.values():
+        for tool in ("aiocheckpoint Sync", "aiocheckpoint Async", "s3transfer c=32"):
+            # a timed row: median upload seconds, then the min-max range
+            assert re.search(rf"^\| {tool} \| \d+\.\d\d \| \d", section, re.M), section
+    assert "## Targets (issue 3)" in text
+    assert re.search(r"SyncCheckpoint \d+\.\d\d ms, AsyncCheckpoint \d+\.\d\d ms", text)
