@@ -147,20 +147,36 @@ class Chunk:
     crc: int
 
 
-def _fill(readinto: Callable[[memoryview], int | None], length: int) -> Chunk:
-    """Read up to ``length`` bytes into a fresh BytesIO that owns its buffer, and the CRC-32.
+def new_body(length: int) -> io.BytesIO:
+    """A BytesIO that owns a buffer of ``length`` bytes, for :func:`_fill`.
 
-    HTTP sends such a body in chunks without copying it; ``bytes`` would be copied whole
-    once more by aiohttp, and a ``bytearray`` into the socket's buffer.
+    Made on the event loop's thread, where it is also freed after its request: memory
+    taken in one thread and given back in another makes glibc's per-thread arenas grow
+    with the number of files.
     """
     body = io.BytesIO()
     if length:
         body.seek(length - 1)
         body.write(b"\0")  # grows the buffer once, to its final size
+        body.seek(0)
+    return body
+
+
+def _fill(
+    readinto: Callable[[memoryview], int | None], length: int, body: io.BytesIO | None = None
+) -> Chunk:
+    """Read up to ``length`` bytes into ``body`` (default: a new one), and the CRC-32.
+
+    HTTP sends a BytesIO that owns its buffer in chunks without copying it; ``bytes``
+    would be copied whole once more by aiohttp, and a ``bytearray`` into the socket's
+    buffer.
+    """
+    if body is None:
+        body = new_body(length)
     got = 0
     with body.getbuffer() as view:
         while got < length:
-            n = readinto(view[got:])
+            n = readinto(view[got:length])
             if not n:
                 break
             got += n
@@ -170,10 +186,10 @@ def _fill(readinto: Callable[[memoryview], int | None], length: int) -> Chunk:
     return Chunk(body, got, crc)
 
 
-def _read_at(path: Path, offset: int, length: int) -> Chunk:
+def _read_at(path: Path, offset: int, length: int, body: io.BytesIO | None = None) -> Chunk:
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
-        return _fill(f.readinto, length)
+        return _fill(f.readinto, length, body)
 
 
 def _read_stream(stream: BinaryIO, length: int) -> Chunk:
@@ -319,8 +335,8 @@ class Engine:
         assert isinstance(item.source, Path)
         path, size = item.source, item.size
 
-        def read() -> tuple[Chunk, Stored | None]:
-            chunk = _read_at(path, 0, size)
+        def read(body: io.BytesIO) -> tuple[Chunk, Stored | None]:
+            chunk = _read_at(path, 0, size, body)
             _check_read(path, size, chunk.size)
             if item.previous == Stored(chunk.size, chunk.crc):
                 return chunk, Stored(chunk.size, chunk.crc, unchanged=True)
@@ -331,7 +347,7 @@ class Engine:
 
         held = await self._budget.acquire(size)
         try:
-            chunk, stored = await self._thread(read)
+            chunk, stored = await self._thread(read, new_body(size))
             if stored is None:
                 await storage.put(key, chunk.body, chunk.crc)
                 stored = Stored(chunk.size, chunk.crc)
@@ -362,7 +378,7 @@ class Engine:
             try:
                 held = await self._budget.acquire(length)
                 try:
-                    chunk = await self._thread(_read_at, path, offset, length)
+                    chunk = await self._thread(_read_at, path, offset, length, new_body(length))
                     _check_read(path, length, chunk.size)
                     await upload.put_part(number, offset, chunk.body, chunk.crc)
                     parts[number] = (chunk.crc, length)
