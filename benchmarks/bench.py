@@ -210,7 +210,18 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def transfer(self, tool: Tool, op: str, prefix: str, folder: Path) -> Op:
+    def save_twice(self, prefix: str, first: Path, then: Path) -> tuple[Op, Op]:
+        """Save ``first``, then ``then``, with one SyncCheckpoint in one process, as a
+        training loop does; the server's counters are the second save's."""
+        sync = next(t for t in TOOLS if t.key == SYNC)
+        twice = Tool(SYNC, sync.name, "aiocheckpoint_twice", None)
+        op = self.transfer(twice, "upload", prefix, first, "--then", str(then))
+        line = op.stats.pop("runner")
+        return Op(line["seconds"], op.idle_rss, op.peak_rss, {}), Op(
+            line["again"], op.idle_rss, op.peak_rss, op.stats
+        )
+
+    def transfer(self, tool: Tool, op: str, prefix: str, folder: Path, *extra: str) -> Op:
         """Run ``tool``'s runner for one upload or download; its report and the server's."""
         command = [
             str(self.pythons[tool.key]),
@@ -218,6 +229,7 @@ class Bench:
             op,
             *("--endpoint", self.server.endpoint, "--bucket", BUCKET, "--prefix", prefix),
             *("--folder", str(folder)),
+            *extra,
         ]
         if self.server.ca_bundle:
             command += ["--ca-bundle", self.server.ca_bundle]
@@ -239,7 +251,8 @@ class Bench:
             tail = " / ".join(done.stderr.strip().splitlines()[-3:])
             raise Failed(f"{tool.name} {op} exited with {done.returncode}: {tail}")
         line = json.loads(done.stdout.strip().splitlines()[-1])
-        return Op(line["seconds"], line["idle_rss"], line["peak_rss"], self.server.stats())
+        stats = {**self.server.stats(), "runner": line}
+        return Op(line["seconds"], line["idle_rss"], line["peak_rss"], stats)
 
     def empty_bucket(self) -> None:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
@@ -350,8 +363,7 @@ class Bench:
                 prefix = f"{latency:g}ms/incremental/{name}/{repeat}"
                 target = self.fresh("download")
                 try:
-                    first = self.transfer(sync, "upload", prefix, self.folders[name])
-                    again = self.transfer(sync, "upload", prefix, self.folders[second])
+                    first, again = self.save_twice(prefix, self.folders[name], self.folders[second])
                     self.transfer(sync, "download", prefix, target)
                     self.check(f"incremental {name} {prefix}", self.folders[second], target)
                 except Failed as exc:

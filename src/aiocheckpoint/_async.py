@@ -12,6 +12,7 @@ import stat
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -352,10 +353,16 @@ class AsyncCheckpoint:
         """The newest committed manifest, or None. Raises FileNotFoundError for a missing
         local root."""
         for _ in range(3):
-            newest = max(_manifest_versions(await store.list_objects(mf.MANIFESTS)), default=0)
+            listing = await store.list_objects(mf.MANIFESTS)
+            newest = max(_manifest_versions(listing), default=0)
             if not newest:
                 return None
             key = mf.manifest_key(newest)
+            # The manifest this object committed last, if the listing shows that very
+            # object (S3: the ETag of a plain PUT is the MD5 of its body): no need to read.
+            etag = next(o.etag for o in listing if o.key == key)
+            if self._last is not None and etag and etag == self._last[0]:
+                return self._last[1]
             try:
                 return mf.decode(await store.get(key), store.describe(key))
             except FileNotFoundError:
@@ -366,30 +373,40 @@ class AsyncCheckpoint:
         async with self._save_lock:
             store = await self._storage(self._dest)
             started = time.monotonic()
-            base, listing, unfinished = await self._base(store)
+            try:
+                base = await self._newest(store)
+            except FileNotFoundError:
+                base = None  # a new local folder
             version = (base.version if base else 0) + 1
             folder = mf.data_dir(version, uuid.uuid4().hex[:12])
             old = base.files if base else {}
-            uploads = [
-                dataclasses.replace(u, previous=Stored(e.size, e.crc))
-                if (e := old.get(u.name)) is not None and u.size in (e.size, -1)
-                else u
-                for u in uploads
-            ]
+            surveyed: list[tuple[list[ObjectInfo], list[tuple[str, str]]]] = []
+
+            async def survey() -> None:
+                surveyed.append(await self._survey(store))
+
             try:
-                stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
-                await store.sync()
+                # What garbage collection will need is listed while the data goes up.
+                async with task_group() as tg:
+                    tg.start_soon(survey)
+                    uploads, kept = await self._changed(uploads, old)
+                    stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
+                    await store.sync()
             except BaseException:
                 await self._discard(store, f"{mf.META}/{folder}")
                 raise
-            new = {
-                u.name: old[u.name]
-                if done.unchanged
-                else mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
-                for u, done in zip(uploads, stored, strict=True)
-            }
+            listing, unfinished = surveyed[0]
+            new = {name: old[name] for name in kept}
+            for u, done in zip(uploads, stored, strict=True):
+                if done.unchanged:
+                    new[u.name] = old[u.name]
+                else:
+                    new[u.name] = mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
             manifest = mf.Manifest(version, mf.merge(old, new))
             await self._publish(store, manifest, folder)
+            # Uploads listed while this save ran may be its own, completed since.
+            mine = f"{mf.META}/{folder}"
+            unfinished = [(key, upload) for key, upload in unfinished if not key.startswith(mine)]
             await self._collect_garbage(store, manifest, listing, unfinished)
             sent = [s for s in stored if not s.unchanged]
             log.info(
@@ -400,9 +417,33 @@ class AsyncCheckpoint:
                 len(manifest.files),
                 len(sent),
                 sum(s.size for s in sent),
-                len(stored) - len(sent),
+                len(new) - len(sent),
                 time.monotonic() - started,
             )
+
+    async def _changed(
+        self, uploads: list[Upload], old: Mapping[str, mf.FileEntry]
+    ) -> tuple[list[Upload], list[str]]:
+        """The uploads whose content the previous version does not hold at the same path,
+        and the names of those it does (size and CRC-32, never the modification time).
+        Streams can be read once only: they carry what to compare with into the engine."""
+        files = [
+            (u.name, u.source, Stored(e.size, e.crc))
+            for u in uploads
+            if isinstance(u.source, Path)
+            and (e := old.get(u.name)) is not None
+            and u.size == e.size
+        ]
+        same = await self._engine.unchanged([(path, known) for _, path, known in files])
+        kept = {name for (name, _, _), unchanged in zip(files, same, strict=True) if unchanged}
+        rest = [
+            dataclasses.replace(u, previous=Stored(e.size, e.crc))
+            if not isinstance(u.source, Path) and (e := old.get(u.name)) is not None
+            else u
+            for u in uploads
+            if u.name not in kept
+        ]
+        return rest, sorted(kept)
 
     async def _base(
         self, store: Storage
@@ -437,13 +478,15 @@ class AsyncCheckpoint:
 
         async def objects() -> None:
             try:
-                listing.extend(await store.list_objects(mf.META + "/"))
+                async with self._engine.slot():
+                    listing.extend(await store.list_objects(mf.META + "/"))
             except FileNotFoundError:
                 pass  # a local dest not created yet
 
         async def uploads() -> None:
             try:
-                unfinished.extend(await store.list_uploads(mf.DATA))
+                async with self._engine.slot():
+                    unfinished.extend(await store.list_uploads(mf.DATA))
             except StorageError as exc:  # e.g. no s3:ListBucketMultipartUploads permission
                 log.debug("cannot list unfinished uploads: %s", exc)
 

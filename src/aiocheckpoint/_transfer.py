@@ -50,8 +50,9 @@ class Upload:
     name: str  # the relative path in the checkpoint; the key is a prefix plus this
     source: Path | BinaryIO
     size: int = -1  # known for paths
-    #: What the previous version holds at this name: content with the same size and
-    #: CRC-32 is not stored again.
+    #: For a stream: what the previous version holds at this name. A stream that turns
+    #: out to be that content (same size and CRC-32) is not stored again. (Files are
+    #: checked before they reach the engine, see :meth:`Engine.unchanged`.)
     previous: Stored | None = None
 
 
@@ -220,18 +221,25 @@ def _check_read(path: Path, expected: int, got: int) -> None:
 
 
 _HASH_BUFFER = 1024 * 1024
+#: A batch of :meth:`Engine.unchanged` ends after this many bytes or files.
+_BATCH_BYTES = 8 * 1024 * 1024
+_BATCH_FILES = 64
 
 
-def _crc_of(path: Path, size: int) -> int:
-    """The CRC-32 of a file expected to hold ``size`` bytes."""
+def _crc_if_size(path: Path, size: int) -> int | None:
+    """The CRC-32 of ``path`` if it holds ``size`` bytes, else None (also when gone)."""
     crc = got = 0
-    buffer = bytearray(_HASH_BUFFER)
-    with open(path, "rb", buffering=0) as f, memoryview(buffer) as view:
-        while n := f.readinto(view):
-            crc = zlib.crc32(view[:n], crc)
-            got += n
-    _check_read(path, size, got)
-    return crc
+    buffer = bytearray(min(size, _HASH_BUFFER) or 1)
+    try:
+        with open(path, "rb", buffering=0) as f, memoryview(buffer) as view:
+            while n := f.readinto(view):
+                got += n
+                if got > size:
+                    return None
+                crc = zlib.crc32(view[:n], crc)
+    except FileNotFoundError:
+        return None  # the upload then reports it
+    return crc if got == size else None
 
 
 def _write_at(fd: int, offset: int, data: bytes | bytearray) -> int:
@@ -295,10 +303,43 @@ class Engine:
         self._budget = ByteBudget(config.buffer_bytes)
         self._threads = threads
 
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one request slot, for a request made outside the engine."""
+        async with self._slots:
+            yield
+
     async def _thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
     # -- uploads -------------------------------------------------------------
+
+    async def unchanged(self, files: list[tuple[Path, Stored]]) -> list[bool]:
+        """For each file, whether it holds exactly the bytes described (size and CRC-32).
+
+        Files are read in batches of a few MiB, one worker-thread call per batch, batches
+        in parallel: far cheaper per file than a request, and the only read of a file
+        that turns out unchanged.
+        """
+        result = [False] * len(files)
+        batches: list[list[int]] = [[]]
+        held = 0
+        for i, (_, known) in enumerate(files):
+            if held >= _BATCH_BYTES or len(batches[-1]) >= _BATCH_FILES:
+                batches.append([])
+                held = 0
+            batches[-1].append(i)
+            held += known.size
+
+        def check(batch: list[int]) -> None:
+            for i in batch:
+                path, known = files[i]
+                result[i] = _crc_if_size(path, known.size) == known.crc
+
+        async with task_group() as tg:
+            for batch in batches:
+                tg.start_soon(self._thread, check, batch)
+        return result
 
     async def upload(self, storage: Storage, prefix: str, items: list[Upload]) -> list[Stored]:
         """Store every item under ``prefix + item.name``; returns what was stored, in the
@@ -338,8 +379,6 @@ class Engine:
         def read(body: io.BytesIO) -> tuple[Chunk, Stored | None]:
             chunk = _read_at(path, 0, size, body)
             _check_read(path, size, chunk.size)
-            if item.previous == Stored(chunk.size, chunk.crc):
-                return chunk, Stored(chunk.size, chunk.crc, unchanged=True)
             if storage.blocking:  # store it from this thread too
                 cast(BlockingStorage, storage).put_blocking(key, chunk.body, chunk.crc)
                 return chunk, Stored(chunk.size, chunk.crc)
@@ -360,15 +399,6 @@ class Engine:
         path, size = item.source, item.size
         part = self.config.part_size_for(size)
         try:
-            if item.previous is not None and item.previous.size == size:
-                # One extra read to learn whether the parts need sending at all.
-                held = await self._budget.acquire(_HASH_BUFFER)
-                try:
-                    crc = await self._thread(_crc_of, path, size)
-                finally:
-                    self._budget.release(held)
-                if item.previous.crc == crc:
-                    return Stored(size, crc, unchanged=True)
             upload = await self._start_multipart(storage, key)
         finally:
             self._slots.release()
