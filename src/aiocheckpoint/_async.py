@@ -445,32 +445,6 @@ class AsyncCheckpoint:
         ]
         return rest, sorted(kept)
 
-    async def _base(
-        self, store: Storage
-    ) -> tuple[mf.Manifest | None, list[ObjectInfo], list[tuple[str, str]]]:
-        """The newest committed manifest (None if there is none), everything under
-        ``.aiocheckpoint/`` and the unfinished uploads, as a save finds them.
-
-        The listing, taken before anything is written, is also what the save's garbage
-        collection works from. A conflicting writer is caught by the exclusive commit.
-        """
-        for _ in range(3):
-            listing, unfinished = await self._survey(store)
-            newest = max(_manifest_versions(listing), default=0)
-            if not newest:
-                return None, listing, unfinished
-            key = mf.manifest_key(newest)
-            # This object's own last commit, if the listing shows that very manifest (S3:
-            # the ETag of a plain PUT is the MD5 of its body): no need to read it back.
-            info = next(o for o in listing if o.key == key)
-            if self._last is not None and info.etag and info.etag == self._last[0]:
-                return self._last[1], listing, unfinished
-            try:
-                return mf.decode(await store.get(key), store.describe(key)), listing, unfinished
-            except FileNotFoundError:
-                continue  # collected by a newer commit meanwhile: list again
-        raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
-
     async def _survey(self, store: Storage) -> tuple[list[ObjectInfo], list[tuple[str, str]]]:
         """Everything under ``.aiocheckpoint/``, and unfinished uploads, listed at once."""
         listing: list[ObjectInfo] = []
