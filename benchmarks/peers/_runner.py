@@ -39,6 +39,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def trust(args: argparse.Namespace) -> None:
+    """Trust the server's certificate the way botocore-based clients read it."""
+    if args.ca_bundle:
+        os.environ["AWS_CA_BUNDLE"] = args.ca_bundle
+
+
 def rss() -> int:
     """The resident set size of this process now, in bytes."""
     with open("/proc/self/statm") as f:

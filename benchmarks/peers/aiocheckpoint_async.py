@@ -1,29 +1,19 @@
 """aiocheckpoint's AsyncCheckpoint with default settings, under ``anyio.run``.
 
 The same operations as aiocheckpoint_sync.py, awaited on the main thread's event loop
-(see _runner.py for the protocol).
-
-aiocheckpoint imports aiobotocore only when an s3:// location is first used; this
-script imports it up front, as the other runners import their library, so that neither
-the import time nor its memory counts as the transfer's.
+(see _runner.py for the protocol), aiobotocore imported up front as there.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import aiobotocore.session  # noqa: F401  (imported before the timer, see above)
 import anyio
-from _runner import run
+from _runner import run, trust
 
 from aiocheckpoint import AsyncCheckpoint
-
-
-def trust(args: argparse.Namespace) -> None:
-    if args.ca_bundle:
-        os.environ["AWS_CA_BUNDLE"] = args.ca_bundle
 
 
 async def save(args: argparse.Namespace) -> None:

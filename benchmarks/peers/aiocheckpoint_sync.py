@@ -11,18 +11,12 @@ the import time nor its memory counts as the transfer's.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 
 import aiobotocore.session  # noqa: F401  (imported before the timer, see above)
-from _runner import run
+from _runner import run, trust
 
 from aiocheckpoint import SyncCheckpoint
-
-
-def trust(args: argparse.Namespace) -> None:
-    if args.ca_bundle:
-        os.environ["AWS_CA_BUNDLE"] = args.ca_bundle
 
 
 def upload(args: argparse.Namespace) -> None:

@@ -11,7 +11,6 @@ save's alone.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import ssl
 import sys
@@ -20,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import aiobotocore.session  # noqa: F401  (imported before the timer, as in the other runners)
-from _runner import parse, rss
+from _runner import parse, rss, trust
 
 from aiocheckpoint import SyncCheckpoint
 
@@ -37,8 +36,7 @@ def main() -> None:
     then = Path(argv[at + 1])
     del argv[at : at + 2]
     args = parse(argv)
-    if args.ca_bundle:
-        os.environ["AWS_CA_BUNDLE"] = args.ca_bundle
+    trust(args)
     idle = rss()
     start = time.perf_counter()
     with SyncCheckpoint(f"s3://{args.bucket}/{args.prefix}", endpoint_url=args.endpoint) as cp:
