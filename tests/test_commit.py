@@ -144,3 +144,26 @@ async def test_local_save_after_a_cancelled_one_succeeds(tmp_path):
     assert await restore_all(str(dest), tmp_path / "out") == {"_dst_cp": b"version 2"}
     data = dest / ".aiocheckpoint" / "data"
     assert len(list(data.iterdir())) == 1  # only version 2's folder: the rest was collected
+
+
+async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, tmp_path):
+    # The listing of unfinished uploads runs while the save's own multipart upload is in
+    # flight; after the commit that upload is complete and must not be taken for a crashed
+    # save's (aborting it fails, and the rest of the collection would be skipped).
+    dest = f"s3://{bucket}/cp"
+    transfer = TransferConfig(multipart_threshold=5 * 2**20, part_size=5 * 2**20)
+    src = tmp_path / "src"
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(write_tree(src, {"model.bin": b"1" * (6 * 2**20)}))
+        s3_control.delay(0.6, match("PUT", param="partNumber"))
+        s3_control.delay(0.3, match("GET", param="uploads"))
+        await cp.save(write_tree(src, {"model.bin": b"2" * (6 * 2**20)}))
+    listed = s3_control.matching(match("GET", param="uploads"))
+    assert listed, "the save did not list unfinished uploads"
+    assert not s3_control.matching(match("DELETE", param="uploadId"))  # nothing aborted
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 2, keys  # the old version's object was collected too
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
+        "model.bin": b"2" * (6 * 2**20)
+    }

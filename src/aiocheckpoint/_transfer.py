@@ -226,12 +226,12 @@ _BATCH_BYTES = 8 * 1024 * 1024
 _BATCH_FILES = 64
 
 
-def _crc_if_size(path: Path, size: int) -> int | None:
-    """The CRC-32 of ``path`` if it holds ``size`` bytes, else None (also when gone)."""
+def _crc_if_size(path: Path, size: int, view: memoryview) -> int | None:
+    """The CRC-32 of ``path`` if it holds ``size`` bytes, else None (also when gone);
+    ``view`` is the buffer to read through."""
     crc = got = 0
-    buffer = bytearray(min(size, _HASH_BUFFER) or 1)
     try:
-        with open(path, "rb", buffering=0) as f, memoryview(buffer) as view:
+        with open(path, "rb", buffering=0) as f:
             while n := f.readinto(view):
                 got += n
                 if got > size:
@@ -321,6 +321,8 @@ class Engine:
         in parallel: far cheaper per file than a request, and the only read of a file
         that turns out unchanged.
         """
+        if not files:
+            return []
         result = [False] * len(files)
         batches: list[list[int]] = [[]]
         held = 0
@@ -332,9 +334,11 @@ class Engine:
             held += known.size
 
         def check(batch: list[int]) -> None:
-            for i in batch:
-                path, known = files[i]
-                result[i] = _crc_if_size(path, known.size) == known.crc
+            largest = max(files[i][1].size for i in batch)
+            with memoryview(bytearray(min(largest, _HASH_BUFFER) or 1)) as view:
+                for i in batch:
+                    path, known = files[i]
+                    result[i] = _crc_if_size(path, known.size, view) == known.crc
 
         async with task_group() as tg:
             for batch in batches:
