@@ -19,7 +19,8 @@ MiB = 1024 * 1024
 TRANSFER = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
 FILES = {
     "small.bin": b"small file contents",
-    "sub/large.bin": bytes(range(256)) * (6 * MiB // 256),
+    "sub/large.bin": bytes(range(256)) * (6 * MiB // 256),  # fetched in ranges
+    "sub/mid.bin": bytes(range(255, -1, -1)) * (3 * MiB // 256),  # one GET, in pieces
     "zzz/last.txt": b"the end",
 }
 
@@ -50,7 +51,10 @@ def commit_by_hand(location, dest: str, files: dict) -> str:
     return key
 
 
-@pytest.mark.parametrize("victim", ["small.bin", "sub/large.bin"])
+VICTIMS = ["small.bin", "sub/mid.bin", "sub/large.bin"]
+
+
+@pytest.mark.parametrize("victim", VICTIMS)
 async def test_deleted_object_is_reported_by_path(location, tmp_path, victim):
     dest = await saved(location, tmp_path)
     entry = location.manifest(dest)["files"][victim]
@@ -59,7 +63,7 @@ async def test_deleted_object_is_reported_by_path(location, tmp_path, victim):
     assert victim in str(error)
 
 
-@pytest.mark.parametrize("victim", ["small.bin", "sub/large.bin"])
+@pytest.mark.parametrize("victim", VICTIMS)
 async def test_same_size_different_bytes_is_reported_by_path(location, tmp_path, victim):
     dest = await saved(location, tmp_path)
     entry = location.manifest(dest)["files"][victim]
@@ -70,6 +74,26 @@ async def test_same_size_different_bytes_is_reported_by_path(location, tmp_path,
     location.put(dest, key, bytes(tampered))
     error = await failed_restore(location, dest, tmp_path / "out")
     assert victim in str(error)
+
+
+@pytest.mark.parametrize("victim", VICTIMS)
+async def test_truncated_object_is_reported_by_path(location, tmp_path, victim):
+    dest = await saved(location, tmp_path)
+    key = ".aiocheckpoint/" + location.manifest(dest)["files"][victim]["object"]
+    location.put(dest, key, location.read(dest, key)[:-1])
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert victim in str(error)
+
+
+@pytest.mark.parametrize("victim", ["small.bin", "sub/mid.bin"])
+async def test_object_longer_than_recorded_is_reported_by_path(location, tmp_path, victim):
+    # Objects fetched whole; a ranged fetch reads only the recorded bytes, and checks them.
+    dest = await saved(location, tmp_path)
+    key = ".aiocheckpoint/" + location.manifest(dest)["files"][victim]["object"]
+    location.put(dest, key, location.read(dest, key) + b"extra")
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert victim in str(error)
+    assert "holds more" in str(error)
 
 
 @pytest.mark.parametrize("evil", ["../evil", "sub/../../evil", "/abs"])

@@ -37,10 +37,32 @@ async def test_objects_round_trip_whole_and_in_ranges(store):
     assert listed == {("a/b.bin", 10), ("a/empty", 0)}
 
 
+async def read_stream(store: Storage, key: str, *args: int) -> tuple[int, list[bytes]]:
+    async with store.reader(key, *args) as body:
+        pieces = []
+        while piece := await body.read(3):
+            assert len(piece) <= 3
+            pieces.append(piece)
+        assert await body.read(3) == b""  # and it stays at the end
+        return body.size, pieces
+
+
+async def test_reader_streams_what_get_returns(store):
+    await put(store, "a/b.bin", b"0123456789")
+    size, pieces = await read_stream(store, "a/b.bin")
+    assert (size, b"".join(pieces)) == (10, b"0123456789")
+    size, pieces = await read_stream(store, "a/b.bin", 3, 5)
+    assert (size, b"".join(pieces)) == (5, b"34567")
+    size, pieces = await read_stream(store, "a/b.bin", 8)
+    assert (size, b"".join(pieces)) == (2, b"89")
+
+
 async def test_missing_key_is_file_not_found_naming_it(store):
     await put(store, "there", b"x")
     with pytest.raises(FileNotFoundError, match="not-there"):
         await store.get("not-there")
+    with pytest.raises(FileNotFoundError, match="not-there"):
+        await read_stream(store, "not-there")
 
 
 async def test_exclusive_create_never_replaces(store):

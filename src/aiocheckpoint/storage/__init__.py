@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from anyio import CapacityLimiter
 
-from ._base import BlockingStorage, MultipartUpload, ObjectInfo, Storage
+from ._base import BlockingStorage, MultipartUpload, ObjectInfo, ObjectReader, Storage
 from ._local import LocalStorage
 
 __all__ = (
@@ -22,6 +22,7 @@ __all__ = (
     "Location",
     "MultipartUpload",
     "ObjectInfo",
+    "ObjectReader",
     "Storage",
     "Storages",
     "parse_location",

@@ -8,6 +8,7 @@ raised once as ``StorageError`` with the backend's exception as ``__cause__``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Protocol
@@ -32,6 +33,16 @@ class MultipartUpload(Protocol):
         """Discard the parts. Safe to call after a failure at any point."""
 
 
+class ObjectReader(Protocol):
+    """The body of one GET, read piece by piece."""
+
+    #: How many bytes the response holds.
+    size: int
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer when fewer have arrived); ``b""`` at the end."""
+
+
 class Storage(Protocol):
     #: True where "nothing under the root" means the root does not exist (S3 prefixes);
     #: False where an empty root is a real, empty folder (local).
@@ -53,6 +64,11 @@ class Storage(Protocol):
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         """Read ``length`` bytes from ``start`` (all of it when ``length`` is None)."""
+
+    def reader(
+        self, key: str, start: int = 0, length: int | None = None
+    ) -> AbstractAsyncContextManager[ObjectReader]:
+        """What :meth:`get` reads, as a stream: for bodies too big to hold at once."""
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix``.
@@ -78,9 +94,13 @@ class BlockingStorage(Storage, Protocol):
     """A backend whose calls are blocking file I/O, run in worker threads (local).
 
     ``put_blocking`` and ``get_blocking`` do what ``put`` and ``get`` do, in the calling
-    worker thread, so that a small file is read and stored in one thread call.
+    worker thread, so that a small file is read and stored in one thread call;
+    ``readinto_blocking`` lets a big one be copied through one reused buffer.
     """
 
     def put_blocking(self, key: str, body: BytesIO, crc: int) -> None: ...
 
     def get_blocking(self, key: str, start: int = 0, length: int | None = None) -> bytes: ...
+
+    def readinto_blocking(self, key: str, start: int, view: memoryview) -> int:
+        """Fill ``view`` with the bytes from ``start`` on; fewer at the end of the object."""

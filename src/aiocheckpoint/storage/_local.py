@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 
 from .._errors import StorageError
 from .._manifest import check_relpath
-from ._base import ObjectInfo
+from ._base import ObjectInfo, ObjectReader
 
 T = TypeVar("T")
 
@@ -153,6 +154,44 @@ class LocalStorage:
 
         return self._mapped(key, read)
 
+    def readinto_blocking(self, key: str, start: int, view: memoryview) -> int:
+        path = self._path(key)
+
+        def read() -> int:
+            with open(path, "rb", buffering=0) as f:
+                f.seek(start)
+                got = 0
+                while got < len(view):
+                    n = f.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                return got
+
+        return self._mapped(key, read)
+
+    @asynccontextmanager
+    async def reader(
+        self, key: str, start: int = 0, length: int | None = None
+    ) -> AsyncIterator[ObjectReader]:
+        path = self._path(key)
+
+        def open_at() -> _FileReader:
+            f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+            try:
+                size = max(0, os.fstat(f.fileno()).st_size - start)
+                f.seek(start)
+            except BaseException:
+                f.close()
+                raise
+            return _FileReader(self, key, f, size if length is None else min(size, length))
+
+        opened = await self._run(key, open_at)
+        try:
+            yield opened
+        finally:
+            opened.file.close()  # a read-only file: closing it does not wait on the disk
+
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
 
@@ -254,3 +293,16 @@ class LocalMultipart:
             self._tmp.unlink(missing_ok=True)
 
         await self._store._run(self._key, discard)
+
+
+class _FileReader:
+    def __init__(self, store: LocalStorage, key: str, file: BinaryIO, size: int) -> None:
+        self._store = store
+        self._key = key
+        self.file = file
+        self.size = self._left = size
+
+    async def read(self, n: int) -> bytes:
+        data = await self._store._run(self._key, lambda: self.file.read(min(n, self._left)))
+        self._left -= len(data)
+        return data

@@ -38,20 +38,24 @@ class S3Storage:
     async def _errors(self, action: str, key: str) -> AsyncIterator[None]:
         try:
             yield
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", "Unknown"))
-            if code in _MISSING:
-                raise FileNotFoundError(f"no such object: {self.describe(key)}") from exc
-            if code in _EXISTS:
-                raise FileExistsError(f"object exists: {self.describe(key)}") from exc
-            message = error.get("Message") or ""
-            raise StorageError(
-                f"S3 {action} {self.describe(key)} failed: {code}"
-                + (f" ({message})" if message else "")
-            ) from exc
         except Exception as exc:
-            raise StorageError(f"S3 {action} {self.describe(key)} failed: {exc}") from exc
+            raise self._error(action, key, exc) from exc
+
+    def _error(self, action: str, key: str, exc: Exception) -> Exception:
+        """The exception to raise for ``exc``, naming the object."""
+        if not isinstance(exc, ClientError):
+            return StorageError(f"S3 {action} {self.describe(key)} failed: {exc}")
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        if code in _MISSING:
+            return FileNotFoundError(f"no such object: {self.describe(key)}")
+        if code in _EXISTS:
+            return FileExistsError(f"object exists: {self.describe(key)}")
+        message = error.get("Message") or ""
+        return StorageError(
+            f"S3 {action} {self.describe(key)} failed: {code}"
+            + (f" ({message})" if message else "")
+        )
 
     async def put(self, key: str, body: BytesIO, crc: int) -> None:
         async with self._errors("PUT", key):
@@ -73,16 +77,23 @@ class S3Storage:
         return S3Multipart(self, key, resp["UploadId"])
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
+        async with self.reader(key, start, length) as body:
+            # Read the body here, inside the caller's concurrency slot: an unread body keeps
+            # its pooled connection.
+            return await body.read_all()
+
+    @asynccontextmanager
+    async def reader(
+        self, key: str, start: int = 0, length: int | None = None
+    ) -> AsyncIterator[_Body]:
         extra = {}
         if start or length is not None:
             end = "" if length is None else str(start + length - 1)
             extra["Range"] = f"bytes={start}-{end}"
         async with self._errors("GET", key):
             resp = await self._client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
-            # Read the body here, inside the caller's concurrency slot: an unread body keeps
-            # its pooled connection.
-            async with resp["Body"] as body:
-                return await _read_body(body, int(resp["ContentLength"]))
+        async with resp["Body"] as body:
+            yield _Body(self, key, body, int(resp["ContentLength"]))
 
     async def _listing(
         self, action: str, operation: str, field: str, prefix: str
@@ -185,17 +196,36 @@ class S3Multipart:
                 raise
 
 
-async def _read_body(body: Any, size: int) -> bytearray:
-    """Read a response body of ``size`` bytes into one buffer, chunk by chunk, instead of
-    joining the chunks at the end (which holds the body twice)."""
-    data = bytearray(size)
-    got = 0
-    with memoryview(data) as view:
-        while got < size:
-            n = await body.readinto(view[got:])
-            if not n:
-                break  # aiobotocore raises for a short body; this is a safety net
-            got += n
-    if got < size:
-        del data[got:]
-    return data
+class _Body:
+    """A GET's body; its read errors are named after the object."""
+
+    def __init__(self, store: S3Storage, key: str, body: Any, size: int) -> None:
+        self._store = store
+        self._key = key
+        self._body = body
+        self.size = size
+
+    async def read(self, n: int) -> bytes:
+        try:
+            data: bytes = await self._body.read(n)
+        except Exception as exc:
+            raise self._store._error("GET", self._key, exc) from exc
+        return data
+
+    async def read_all(self) -> bytearray:
+        """The whole body in one buffer of its Content-Length, filled chunk by chunk,
+        instead of joining the chunks at the end (which holds the body twice)."""
+        data = bytearray(self.size)
+        got = 0
+        with memoryview(data) as view:
+            while got < self.size:
+                try:
+                    n = await self._body.readinto(view[got:])
+                except Exception as exc:
+                    raise self._store._error("GET", self._key, exc) from exc
+                if not n:
+                    break  # aiobotocore raises for a short body; this is a safety net
+                got += n
+        if got < self.size:
+            del data[got:]
+        return data
