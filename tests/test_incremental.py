@@ -150,3 +150,56 @@ async def test_a_dest_rewritten_by_another_process_is_read_again(location, tmp_p
         "theirs.bin": b"theirs",
         "_dst_cp": b"mine again",
     }
+
+
+async def test_a_resave_lists_data_folders_not_every_file(s3_control, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    src = write_tree(tmp_path / "src", {f"d{i % 3}/f{i}": b"%d" % i for i in range(40)})
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(src)
+        s3_control.reset()
+        await cp.save(src)
+    made = sorted(
+        f"{r.method} {r.path.split('/.aiocheckpoint/', 1)[-1].split('/')[0]} {r.query}"
+        for r in s3_control.requests
+    )
+    # List the manifests, the data folders (not their files) and open uploads; commit
+    # the new manifest; delete the old one.
+    assert len(made) == 5, made
+    assert [r for r in made if r.startswith("GET ") and "delimiter=%2F" in r] != [], made
+    assert not [r for r in made if r.startswith("PUT data")], made
+
+
+async def test_lowering_keep_versions_collects_every_dropped_version(location, tmp_path):
+    dest = location.new()
+    src = tmp_path / "src"
+    async with AsyncCheckpoint(dest, keep_versions=3) as cp:
+        for step in range(3):
+            write_tree(src, {"shared.bin": b"S" * 100, f"only{step}.bin": b"%d" % step})
+            await cp.save(src)
+    assert len(location.manifests(dest)) == 3
+    async with AsyncCheckpoint(dest) as cp:  # keep_versions=1; it never read the others
+        await cp.write(b"last")
+    assert len(location.manifests(dest)) == 1
+    assert location.data_keys(dest) == location.referenced(dest)
+    assert await restore_all(dest, tmp_path / "out") == {
+        "shared.bin": b"S" * 100,
+        "only0.bin": b"0",
+        "only1.bin": b"1",
+        "only2.bin": b"2",
+        "_dst_cp": b"last",
+    }
+
+
+async def test_an_unreadable_old_manifest_is_collected_with_what_it_named(location, tmp_path):
+    dest = location.new()
+    async with AsyncCheckpoint(dest, keep_versions=2) as cp:
+        await cp.write(b"one")
+        await cp.write(b"two")
+    oldest = location.manifests(dest)[0]
+    location.put(dest, oldest, b"not json")
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"three")
+    assert len(location.manifests(dest)) == 1
+    assert location.data_keys(dest) == location.referenced(dest)
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"three"}

@@ -16,6 +16,7 @@ from aiocheckpoint._manifest import (
     garbage,
     manifest_key,
     manifest_version,
+    unreferenced,
 )
 
 
@@ -88,3 +89,17 @@ def test_garbage_keeps_retained_versions_and_saves_in_flight():
     assert sorted(garbage(keys, [m3], upto=3)) == sorted(
         [old, crashed, manifest_key(1), ".aiocheckpoint/manifests/v0000000002.json.tmp-1234"]
     )
+
+
+def test_unreferenced_works_from_the_dropped_manifests_and_the_folder_list():
+    folder = {n: ".aiocheckpoint/" + data_dir(n, t) for n, t in [(1, "aa"), (2, "bb"), (3, "cc")]}
+    folder[4] = ".aiocheckpoint/" + data_dir(4, "dd")  # a save still in flight
+    m2 = Manifest(2, {"x": entry(data_dir(1, "aa") + "x"), "y": entry(data_dir(2, "bb") + "y")})
+    m3 = Manifest(3, {"x": entry(data_dir(1, "aa") + "x"), "y": entry(data_dir(3, "cc") + "y")})
+    objects, dead = unreferenced([m3], [m2], list(folder.values()), upto=3)
+    # 1/x is still named; 2/y is not, and its folder has nothing left that is.
+    assert (objects, dead) == ([], [folder[2]])
+    m3b = Manifest(3, {"y": entry(data_dir(1, "aa") + "y")})
+    m2b = Manifest(2, {"x": entry(data_dir(1, "aa") + "x"), "y": entry(data_dir(1, "aa") + "y")})
+    objects, dead = unreferenced([m3b], [m2b], [folder[1]], upto=3)
+    assert (objects, dead) == ([folder[1] + "x"], [])

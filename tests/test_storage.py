@@ -57,6 +57,14 @@ async def test_reader_streams_what_get_returns(store):
     assert (size, b"".join(pieces)) == (2, b"89")
 
 
+async def test_list_dirs_names_the_folders_directly_under_a_prefix(store):
+    for key in ("d/a/1", "d/a/sub/2", "d/b/3", "d/file", "e/4"):
+        await put(store, key, b"x")
+    assert sorted(await store.list_dirs("d/")) == ["d/a/", "d/b/"]
+    assert await store.list_dirs("d/a/") == ["d/a/sub/"]
+    assert await store.list_dirs("nothing/") == []
+
+
 async def test_missing_key_is_file_not_found_naming_it(store):
     await put(store, "there", b"x")
     with pytest.raises(FileNotFoundError, match="not-there"):

@@ -114,8 +114,8 @@ class AsyncCheckpoint:
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
-        #: The MD5 of the manifest this object last committed, and the manifest.
-        self._last: tuple[str, mf.Manifest] | None = None
+        #: Manifests this object read or committed, by URL: (MD5 of the body, manifest).
+        self._manifests: dict[str, tuple[str, mf.Manifest]] = {}
 
     def __repr__(self) -> str:
         src = str(self._src) if self._src else None
@@ -304,7 +304,7 @@ class AsyncCheckpoint:
         """What to fetch: (name, key, size, crc) per file, from the newest manifest or
         from the plain files under the source."""
         try:
-            manifest = await self._newest(store)
+            manifest, _ = await self._newest(store)
         except FileNotFoundError as exc:
             raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
         if manifest is not None:
@@ -349,38 +349,44 @@ class AsyncCheckpoint:
 
     # -- save ------------------------------------------------------------------
 
-    async def _newest(self, store: Storage) -> mf.Manifest | None:
-        """The newest committed manifest, or None. Raises FileNotFoundError for a missing
-        local root."""
+    async def _newest(self, store: Storage) -> tuple[mf.Manifest | None, list[ObjectInfo]]:
+        """The newest committed manifest (or None), and the listing of ``manifests/`` it
+        was found in. Raises FileNotFoundError for a missing local root."""
         for _ in range(3):
             listing = await store.list_objects(mf.MANIFESTS)
+            listed = {store.describe(o.key) for o in listing}
+            prefix = store.describe(mf.MANIFESTS)
+            for url in [u for u in self._manifests if u.startswith(prefix) and u not in listed]:
+                del self._manifests[url]  # collected since
             newest = max(_manifest_versions(listing), default=0)
             if not newest:
-                return None
+                return None, listing
             key = mf.manifest_key(newest)
-            # The manifest this object committed last, if the listing shows that very
-            # object (S3: the ETag of a plain PUT is the MD5 of its body): no need to read.
-            etag = next(o.etag for o in listing if o.key == key)
-            if self._last is not None and etag and etag == self._last[0]:
-                return self._last[1]
             try:
-                return mf.decode(await store.get(key), store.describe(key))
+                info = next(o for o in listing if o.key == key)
+                return await self._read_manifest(store, info), listing
             except FileNotFoundError:
                 continue  # collected by a newer commit meanwhile: list again
         raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
+
+    async def _read_manifest(self, store: Storage, info: ObjectInfo) -> mf.Manifest:
+        """A listed manifest. The copy this object read or wrote is used when the listing
+        shows that very object (S3: the ETag of a plain PUT is the MD5 of its body)."""
+        url = store.describe(info.key)
+        known = self._manifests.get(url)
+        if known is not None and info.etag and info.etag == known[0]:
+            return known[1]
+        body = await store.get(info.key)
+        manifest = mf.decode(body, url)
+        self._manifests[url] = (hashlib.md5(body, usedforsecurity=False).hexdigest(), manifest)
+        return manifest
 
     async def _commit(self, uploads: list[Upload]) -> None:
         async with self._save_lock:
             store = await self._storage(self._dest)
             started = time.monotonic()
-            try:
-                base = await self._newest(store)
-            except FileNotFoundError:
-                base = None  # a new local folder
-            version = (base.version if base else 0) + 1
-            folder = mf.data_dir(version, uuid.uuid4().hex[:12])
-            old = base.files if base else {}
-            surveyed: list[tuple[list[ObjectInfo], list[tuple[str, str]]]] = []
+            surveyed: list[tuple[list[str], list[tuple[str, str]]]] = []
+            folder = ""
 
             async def survey() -> None:
                 surveyed.append(await self._survey(store))
@@ -389,13 +395,21 @@ class AsyncCheckpoint:
                 # What garbage collection will need is listed while the data goes up.
                 async with task_group() as tg:
                     tg.start_soon(survey)
+                    try:
+                        base, manifests = await self._newest(store)
+                    except FileNotFoundError:
+                        base, manifests = None, []  # a new local folder
+                    version = (base.version if base else 0) + 1
+                    folder = mf.data_dir(version, uuid.uuid4().hex[:12])
+                    old = base.files if base else {}
                     uploads, kept = await self._changed(uploads, old)
                     stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
                     await store.sync()
             except BaseException:
-                await self._discard(store, f"{mf.META}/{folder}")
+                if folder:
+                    await self._discard(store, f"{mf.META}/{folder}")
                 raise
-            listing, unfinished = surveyed[0]
+            dirs, unfinished = surveyed[0]
             new = {name: old[name] for name in kept}
             for u, done in zip(uploads, stored, strict=True):
                 if done.unchanged:
@@ -407,7 +421,7 @@ class AsyncCheckpoint:
             # Uploads listed while this save ran may be its own, completed since.
             mine = f"{mf.META}/{folder}"
             unfinished = [(key, upload) for key, upload in unfinished if not key.startswith(mine)]
-            await self._collect_garbage(store, manifest, listing, unfinished)
+            await self._collect_garbage(store, manifest, manifests, dirs, unfinished)
             sent = [s for s in stored if not s.unchanged]
             log.info(
                 "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged)"
@@ -445,17 +459,15 @@ class AsyncCheckpoint:
         ]
         return rest, sorted(kept)
 
-    async def _survey(self, store: Storage) -> tuple[list[ObjectInfo], list[tuple[str, str]]]:
-        """Everything under ``.aiocheckpoint/``, and unfinished uploads, listed at once."""
-        listing: list[ObjectInfo] = []
+    async def _survey(self, store: Storage) -> tuple[list[str], list[tuple[str, str]]]:
+        """The data folders under ``.aiocheckpoint/data/`` (one per save, not one per
+        file), and unfinished uploads, listed at once."""
+        dirs: list[str] = []
         unfinished: list[tuple[str, str]] = []
 
-        async def objects() -> None:
-            try:
-                async with self._engine.slot():
-                    listing.extend(await store.list_objects(mf.META + "/"))
-            except FileNotFoundError:
-                pass  # a local dest not created yet
+        async def folders() -> None:
+            async with self._engine.slot():
+                dirs.extend(await store.list_dirs(mf.DATA))
 
         async def uploads() -> None:
             try:
@@ -465,9 +477,9 @@ class AsyncCheckpoint:
                 log.debug("cannot list unfinished uploads: %s", exc)
 
         async with task_group() as tg:
-            tg.start_soon(objects)
+            tg.start_soon(folders)
             tg.start_soon(uploads)
-        return listing, unfinished
+        return dirs, unfinished
 
     async def _publish(self, store: Storage, manifest: mf.Manifest, folder: str) -> None:
         """Commit: create the manifest, exclusively.
@@ -478,11 +490,11 @@ class AsyncCheckpoint:
         """
         key = mf.manifest_key(manifest.version)
         body = mf.encode(manifest)
-        self._last = None
         with anyio.CancelScope(shield=True):
             try:
                 await store.put_exclusive(key, body)
-                self._last = (hashlib.md5(body, usedforsecurity=False).hexdigest(), manifest)
+                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+                self._manifests[store.describe(key)] = (md5, manifest)
                 return
             except Exception as exc:
                 error = exc
@@ -517,22 +529,46 @@ class AsyncCheckpoint:
         self,
         store: Storage,
         manifest: mf.Manifest,
-        listing: list[ObjectInfo],
+        manifests: list[ObjectInfo],
+        dirs: list[str],
         unfinished: list[tuple[str, str]],
     ) -> None:
         """Delete what no retained version needs, and abort unfinished uploads of crashed
-        saves, from what was listed just before the commit. Failures only log: the commit
-        stands and the next save tries again."""
+        saves. What to delete comes from the manifests dropped now (usually the previous
+        one, already in memory) and the list of data folders, so a save does not list every
+        object. Failures only log: the commit stands and the next save tries again."""
         try:
-            older = sorted(_manifest_versions(listing), reverse=True)[: self._keep - 1]
+            listed = {
+                v: o
+                for o in manifests
+                if (v := mf.manifest_version(o.key)) is not None and v < manifest.version
+            }
+            older = sorted(listed, reverse=True)
             retained = [manifest]
-            for v in older:
-                key = mf.manifest_key(v)
-                retained.append(mf.decode(await store.get(key), store.describe(key)))
-            junk = mf.garbage((o.key for o in listing), retained, manifest.version)
+            for v in older[: self._keep - 1]:
+                retained.append(await self._read_manifest(store, listed[v]))
+            dropped = []
+            unreadable = False
+            for v in older[self._keep - 1 :]:
+                try:
+                    dropped.append(await self._read_manifest(store, listed[v]))
+                except FileNotFoundError:
+                    pass  # collected already
+                except CorruptCheckpointError:
+                    unreadable = True
+            junk, dead = mf.unreferenced(retained, dropped, dirs, manifest.version)
+            for folder in dead:
+                junk += [o.key for o in await store.list_objects(folder)]
+            if unreadable:  # what it named is unknown: look at every data object
+                everything = (o.key for o in await store.list_objects(mf.DATA))
+                junk += mf.garbage(everything, retained, manifest.version)
             if junk:
-                await store.delete(junk)
+                await store.delete(sorted(set(junk)))
                 log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
+            # Manifests last: while one is there, what it names is collected again.
+            stale = mf.garbage((o.key for o in manifests), retained, manifest.version)
+            if stale:
+                await store.delete(stale)
             for key, upload_id in unfinished:
                 version = mf.data_dir_version(key)
                 if version is not None and version <= manifest.version:

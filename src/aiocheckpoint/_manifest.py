@@ -158,6 +158,34 @@ def _check_object(entry: FileEntry) -> str | None:
     return f"object {entry.object!r}: {reason}" if reason else None
 
 
+def _folder(key: str) -> str:
+    """The data folder holding ``key``, as a key ending in "/"."""
+    return DATA + key[len(DATA) :].split("/", 1)[0] + "/"
+
+
+def unreferenced(
+    retained: Iterable[Manifest], dropped: Iterable[Manifest], folders: Iterable[str], upto: int
+) -> tuple[list[str], list[str]]:
+    """What to collect once ``retained`` are the versions kept, worked out from manifests
+    instead of a listing of every object: ``(objects, folders)``.
+
+    ``objects`` are the data keys that only ``dropped`` (older) manifests name. ``folders``
+    are the data folders (from ``folders``, keys ending in "/") of saves numbered ``upto``
+    or lower that no retained manifest names: versions dropped whole, and saves that never
+    committed. Objects inside those folders are left to a listing of the folder.
+    """
+    live = {f"{META}/{obj}" for m in retained for obj in m.objects()}
+    live_folders = {_folder(key) for key in live}
+    dead = [
+        f
+        for f in folders
+        if f not in live_folders and (v := data_dir_version(f)) is not None and v <= upto
+    ]
+    named = {f"{META}/{obj}" for m in dropped for obj in m.objects()} - live
+    dead_set = set(dead)
+    return sorted(k for k in named if _folder(k) not in dead_set), dead
+
+
 def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> list[str]:
     """Keys under ``.aiocheckpoint/`` that no retained manifest needs.
 

@@ -76,6 +76,10 @@ class Storage(Protocol):
         :raises FileNotFoundError: the root itself does not exist (local only).
         """
 
+    async def list_dirs(self, prefix: str) -> list[str]:
+        """The folders directly under ``prefix`` (which ends in "/"), as keys ending in
+        "/"; none when ``prefix`` does not exist."""
+
     async def delete(self, keys: Sequence[str]) -> None:
         """Delete keys; missing keys are not an error."""
 

@@ -215,6 +215,19 @@ class LocalStorage:
 
         return await self._run(prefix, walk)
 
+    async def list_dirs(self, prefix: str) -> list[str]:
+        folder = self._path(prefix.rstrip("/"))
+
+        def scan() -> list[str]:
+            try:
+                with os.scandir(folder) as entries:
+                    names = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+            except FileNotFoundError:
+                return []
+            return sorted(f"{prefix}{name}/" for name in names)
+
+        return await self._run(prefix, scan)
+
     async def delete(self, keys: Sequence[str]) -> None:
         paths = [self._path(key) for key in keys]
 

@@ -115,6 +115,16 @@ class S3Storage:
             for item in items
         ]
 
+    async def list_dirs(self, prefix: str) -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        out = []
+        async with self._errors("LIST", prefix):
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, Delimiter="/")
+            async for page in pages:
+                out += [item["Prefix"][len(base) :] for item in page.get("CommonPrefixes", ())]
+        return out
+
     async def delete(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):
             batch = keys[i : i + 1000]
