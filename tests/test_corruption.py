@@ -111,6 +111,25 @@ async def test_manifest_path_escaping_the_restore_folder_is_refused(location, tm
     assert not (tmp_path / "abs_evil").exists()
 
 
+async def test_manifest_naming_a_path_as_file_and_folder_is_refused(location, tmp_path):
+    dest = await saved(location, tmp_path)
+    files = location.manifest(dest)["files"]
+    commit_by_hand(location, dest, {**files, "sub/large.bin/inner": files["small.bin"]})
+    error = await failed_restore(location, dest, tmp_path / "out")
+    assert "'sub/large.bin' both as a file and as a folder" in str(error)
+
+
+async def test_plain_prefix_holding_a_key_and_keys_under_it_is_refused(s3, bucket, tmp_path):
+    for key in ("plain/a", "plain/a/b"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    async with AsyncCheckpoint(tmp_path / "dest", f"s3://{bucket}/plain") as cp:
+        with pytest.raises(CorruptCheckpointError, match=f"s3://{bucket}/plain/a and keys"):
+            await cp.restore(out)
+    assert list(out.iterdir()) == []
+
+
 async def test_manifest_object_outside_the_metadata_folder_is_refused(location, tmp_path):
     dest = await saved(location, tmp_path)
     secret = b"a file next to the checkpoint, not part of it"

@@ -13,6 +13,7 @@ from aiocheckpoint._manifest import (
     data_dir,
     decode,
     encode,
+    file_and_folder,
     garbage,
     manifest_key,
     manifest_version,
@@ -103,3 +104,8 @@ def test_unreferenced_works_from_the_dropped_manifests_and_the_folder_list():
     m2b = Manifest(2, {"x": entry(data_dir(1, "aa") + "x"), "y": entry(data_dir(1, "aa") + "y")})
     objects, dead = unreferenced([m3b], [m2b], [folder[1]], upto=3)
     assert (objects, dead) == ([folder[1] + "x"], [])
+
+
+def test_file_and_folder_finds_paths_that_are_also_folders():
+    assert file_and_folder(["a", "a/b", "ab", "c/d/e", "c/d", "x/y"]) == ["a", "c/d"]
+    assert file_and_folder(["a/b", "a/c", "b"]) == []

@@ -323,6 +323,12 @@ class AsyncCheckpoint:
             raise CorruptCheckpointError(
                 f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
             )
+        both = mf.file_and_folder(o.key for o in plain)
+        if both:
+            raise CorruptCheckpointError(
+                f"{store.describe()} holds {both[0]!r} both as a file and as a folder"
+                f" ({store.describe(both[0])} and keys under it); no restore can make both"
+            )
         if not plain and any(o.key.startswith(mf.META + "/") for o in everything):
             raise CheckpointNotFoundError(
                 f"no checkpoint at {store.describe()}: it holds only the leftovers of an"

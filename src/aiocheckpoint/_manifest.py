@@ -144,7 +144,20 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
     ]
     if bad:
         raise CorruptCheckpointError(f"manifest {where} lists unsafe paths: {', '.join(bad)}")
+    both = file_and_folder(manifest.files)
+    if both:
+        raise CorruptCheckpointError(
+            f"manifest {where} names {both[0]!r} both as a file and as a folder"
+        )
     return manifest
+
+
+def file_and_folder(paths: Iterable[str]) -> list[str]:
+    """The paths that are also the folder of another path (``a`` beside ``a/b``); no
+    restore can make both."""
+    paths = list(paths)
+    folders = {path[:i] for path in paths for i, c in enumerate(path) if c == "/"}
+    return sorted(folders.intersection(paths))
 
 
 def _check_object(entry: FileEntry) -> str | None:

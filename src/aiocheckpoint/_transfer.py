@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from ._checksum import combine_parts
 from ._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from ._errors import CheckpointError, CorruptCheckpointError
+from ._io import pwrite_all
 from .storage import BlockingStorage, MultipartUpload, Storage
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -46,11 +47,6 @@ _STREAM_GROWTH = 1000
 #: holds at most this much. Read whole, each body filled fresh memory as big as itself,
 #: which made restores of 8 MiB objects 1.3-1.8x slower than s3fs on the benchmark.
 _PIECE = 1024 * 1024
-
-#: Bytes per write(2). On recent Linux the page cache allocates folios as big as the write,
-#: and writes of 1 MiB or more spent up to a second of system time per 512 MiB restored
-#: there; 256 KiB writes never did in the same runs.
-_WRITE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -254,10 +250,7 @@ def _crc_if_size(path: Path, size: int, view: memoryview) -> int | None:
 
 def _write_at(fd: int, offset: int, data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """Write ``data`` at ``offset``; returns ``crc`` extended over it."""
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done : done + _WRITE], offset + done)
+    pwrite_all(fd, data, offset)
     return zlib.crc32(data, crc)
 
 
@@ -599,14 +592,17 @@ class Engine:
                 self._slots.release()
             self._verify(storage, item, size, crc)
             return
+        whole = item.size <= self.config.multipart_threshold  # one GET, else ranges
         try:
             fd = await self._thread(_open_target, item.target, item.size)
-        finally:
-            if item.size > self.config.multipart_threshold:
-                self._slots.release()
+        except BaseException:
+            self._slots.release()
+            raise
+        if not whole:
+            self._slots.release()  # each range takes a slot of its own
         pieces: dict[int, tuple[int, int]] = {}
         try:
-            if item.size <= self.config.multipart_threshold:  # one GET, still holding the slot
+            if whole:
                 try:
                     pieces[0] = await self._stream(storage, item, fd, 0, None)
                 finally:

@@ -14,6 +14,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 
 from .._errors import StorageError
+from .._io import pwrite_all
 from .._manifest import check_relpath
 from ._base import ObjectInfo, ObjectReader
 
@@ -87,10 +88,12 @@ class LocalStorage:
         """Write ``data`` to a fresh temp file beside ``path``, fsynced; return its name."""
         self._makedirs(path.parent)
         tmp = _tmp_name(path)
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            pwrite_all(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return tmp
 
     async def put(self, key: str, body: BytesIO, crc: int) -> None:
@@ -282,9 +285,7 @@ class LocalMultipart:
     async def put_part(self, number: int, offset: int, body: BytesIO, crc: int) -> None:
         def write() -> None:
             with body.getbuffer() as view:
-                done = 0
-                while done < len(view):
-                    done += os.pwrite(self._fd, view[done:], offset + done)
+                pwrite_all(self._fd, view, offset)
 
         await self._store._run(self._key, write)
 
