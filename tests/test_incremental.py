@@ -193,13 +193,18 @@ async def test_lowering_keep_versions_collects_every_dropped_version(location, t
 
 async def test_an_unreadable_old_manifest_is_collected_with_what_it_named(location, tmp_path):
     dest = location.new()
+    src = tmp_path / "src"
     async with AsyncCheckpoint(dest, keep_versions=2) as cp:
-        await cp.write(b"one")
-        await cp.write(b"two")
+        await cp.save(write_tree(src, {"a": b"A", "b": b"B1"}))  # v1: a and b in one folder
+        await cp.save(write_tree(src, {"a": b"A", "b": b"B2"}))  # v2 still names v1's a
+    first_b = ".aiocheckpoint/" + objects(location, dest)["a"].replace("/a", "/b")
+    assert first_b in location.data_keys(dest)
     oldest = location.manifests(dest)[0]
     location.put(dest, oldest, b"not json")
     async with AsyncCheckpoint(dest) as cp:
         await cp.write(b"three")
+    # v1's "b" sits in a folder v3 still uses, and only the unreadable v1 named it.
+    assert first_b not in location.data_keys(dest)
     assert len(location.manifests(dest)) == 1
     assert location.data_keys(dest) == location.referenced(dest)
-    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"three"}
+    assert await restore_all(dest, tmp_path / "out") == {"a": b"A", "b": b"B2", "_dst_cp": b"three"}

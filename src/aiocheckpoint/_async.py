@@ -568,8 +568,9 @@ class AsyncCheckpoint:
             if unreadable:  # what it named is unknown: look at every data object
                 everything = (o.key for o in await store.list_objects(mf.DATA))
                 junk += mf.garbage(everything, retained, manifest.version)
+            junk = sorted(set(junk))
             if junk:
-                await store.delete(sorted(set(junk)))
+                await store.delete(junk)
                 log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
             # Manifests last: while one is there, what it names is collected again.
             stale = mf.garbage((o.key for o in manifests), retained, manifest.version)

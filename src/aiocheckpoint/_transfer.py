@@ -30,8 +30,8 @@ from anyio.abc import TaskGroup
 from ._checksum import combine_parts
 from ._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from ._errors import CheckpointError, CorruptCheckpointError
-from ._io import pwrite_all
-from .storage import BlockingStorage, MultipartUpload, Storage
+from ._io import fill, pwrite_all
+from .storage import BlockingStorage, MultipartUpload, ObjectReader, Storage
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -180,13 +180,8 @@ def _fill(
     """
     if body is None:
         body = new_body(length)
-    got = 0
     with body.getbuffer() as view:
-        while got < length:
-            n = readinto(view[got:length])
-            if not n:
-                break
-            got += n
+        got = fill(readinto, view[:length])
         crc = zlib.crc32(view[:got])
     body.truncate(got)
     body.seek(0)
@@ -672,26 +667,26 @@ class Engine:
             try:
                 async with storage.reader(item.key, offset, length) as body:
                     _check_length(storage, item, body.size, expected)
-                    ended = False
-                    while not ended:
-                        pieces: list[bytes] = []
-                        n = 0
-                        while n < _PIECE:
-                            data = await body.read(_PIECE - n)
-                            if not data:
-                                ended = True
-                                break
-                            pieces.append(data)
-                            n += len(data)
-                        if n:
-                            _check_length(storage, item, got + n, expected)
-                            crc = await self._thread(_write_pieces, fd, offset + got, pieces, crc)
-                            got += n
+                    while pieces := await _next_piece(body):
+                        n = sum(len(p) for p in pieces)
+                        _check_length(storage, item, got + n, expected)
+                        crc = await self._thread(_write_pieces, fd, offset + got, pieces, crc)
+                        got += n
             except FileNotFoundError as exc:
                 raise _missing(storage, item) from exc
             return crc, got
         finally:
             self._budget.release(held)
+
+
+async def _next_piece(body: ObjectReader) -> list[bytes]:
+    """Up to ``_PIECE`` bytes of ``body``, as they arrived; none at its end."""
+    pieces: list[bytes] = []
+    n = 0
+    while n < _PIECE and (data := await body.read(_PIECE - n)):
+        pieces.append(data)
+        n += len(data)
+    return pieces
 
 
 def as_stream(data: bytes | bytearray | memoryview) -> BinaryIO:

@@ -14,7 +14,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 
 from .._errors import StorageError
-from .._io import pwrite_all
+from .._io import fill, pwrite_all
 from .._manifest import check_relpath
 from ._base import ObjectInfo, ObjectReader
 
@@ -163,13 +163,7 @@ class LocalStorage:
         def read() -> int:
             with open(path, "rb", buffering=0) as f:
                 f.seek(start)
-                got = 0
-                while got < len(view):
-                    n = f.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                return got
+                return fill(f.readinto, view)
 
         return self._mapped(key, read)
 

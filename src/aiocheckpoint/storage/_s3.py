@@ -96,16 +96,17 @@ class S3Storage:
             yield _Body(self, key, body, int(resp["ContentLength"]))
 
     async def _listing(
-        self, action: str, operation: str, field: str, prefix: str
+        self, action: str, operation: str, field: str, prefix: str, name: str = "Key", **extra: str
     ) -> list[dict[str, Any]]:
-        """Every item of a paginated listing under ``prefix``, keys made relative."""
+        """Every item of a paginated listing under ``prefix``, its ``name`` made relative."""
         base = f"{self.prefix}/" if self.prefix else ""
         out = []
         async with self._errors(action, prefix):
             paginator = self._client.get_paginator(operation)
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, **extra)
+            async for page in pages:
                 for item in page.get(field, ()):
-                    out.append({**item, "Key": item["Key"][len(base) :]})
+                    out.append({**item, name: item[name][len(base) :]})
         return out
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
@@ -116,14 +117,10 @@ class S3Storage:
         ]
 
     async def list_dirs(self, prefix: str) -> list[str]:
-        base = f"{self.prefix}/" if self.prefix else ""
-        out = []
-        async with self._errors("LIST", prefix):
-            paginator = self._client.get_paginator("list_objects_v2")
-            pages = paginator.paginate(Bucket=self.bucket, Prefix=base + prefix, Delimiter="/")
-            async for page in pages:
-                out += [item["Prefix"][len(base) :] for item in page.get("CommonPrefixes", ())]
-        return out
+        items = await self._listing(
+            "LIST", "list_objects_v2", "CommonPrefixes", prefix, name="Prefix", Delimiter="/"
+        )
+        return [item["Prefix"] for item in items]
 
     async def delete(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):
