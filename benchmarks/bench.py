@@ -252,7 +252,7 @@ class Bench:
             raise Failed(f"{tool.name} {op} exited with {done.returncode}: {tail}")
         line = json.loads(done.stdout.strip().splitlines()[-1])
         stats = {**self.server.stats(), "runner": line}
-        return Op(line["seconds"], line["idle_rss"], line["peak_rss"], stats)
+        return Op(line["seconds"], line["idle_rss"], line["peak_rss"], stats, line.get("cpu", 0.0))
 
     def empty_bucket(self) -> None:
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):

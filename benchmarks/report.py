@@ -13,6 +13,8 @@ from typing import Any
 
 MiB = 1024 * 1024
 SYNC, ASYNC, LIMIT, FLYTEKIT = "sync", "async", "limit", "flytekit"
+#: Requests of a re-save that wait on each other: the listing, the commit, the delete.
+RESAVE_ROUND_TRIPS = 3
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,15 @@ class Op:
     idle_rss: int
     peak_rss: int
     stats: dict[str, Any]
+    cpu: float = 0.0  # CPU seconds of the runner's process during the transfer
 
     @property
     def over_idle(self) -> int:
         return self.peak_rss - self.idle_rss
+
+    @property
+    def server_cpu(self) -> float:
+        return float(self.stats.get("cpu", 0.0))
 
     def requests(self, method: str) -> int:
         return int(self.stats["requests"].get(method, 0))
@@ -112,6 +119,12 @@ def lat(ms: float) -> str:
 def cell_median(cell: Cell | None, op: str) -> float | None:
     runs = None if cell is None else (cell.up if op == "upload" else cell.down)
     return median(o.seconds for o in runs) if runs else None
+
+
+def cell_cpu(cell: Cell, op: str) -> tuple[float, float]:
+    """Median CPU seconds of (the tool's process, the server's) over the cell's runs."""
+    runs = cell.up if op == "upload" else cell.down
+    return median(o.cpu for o in runs), median(o.server_cpu for o in runs)
 
 
 def cell_table(results: Results, latency: float, workload: Workload) -> list[str]:
@@ -200,14 +213,14 @@ def checks(results: Results) -> list[Check]:
                 where = f"{w.name} {op} {lat(latency)}"
                 if ours is not None and others:
                     best = min(others, key=lambda k: others[k])
-                    out.append(
-                        Check(
-                            "Sync <= 1.1 x the best peer or limit",
-                            where,
-                            f"{ours:.2f} s = {ours / others[best]:.2f} x {names[best]}",
-                            "1.10 x",
-                            ours <= 1.1 * others[best],
+                    ok = ours <= 1.1 * others[best]
+                    measured = f"{ours:.2f} s = {ours / others[best]:.2f} x {names[best]}"
+                    if not ok:
+                        measured += "; " + cpu_story(
+                            results, (latency, w.name), op, {SYNC: "Sync", best: names[best]}
                         )
+                    out.append(
+                        Check("Sync <= 1.1 x the best peer or limit", where, measured, "1.10 x", ok)
                     )
                 theirs = med(latency, w.name, FLYTEKIT, op)
                 if w.name in ("many-small", "big") and ours is not None and theirs is not None:
@@ -305,13 +318,24 @@ def checks(results: Results) -> list[Check]:
     for latency, pairs in results.resave.items():
         first = median(a.seconds for a, _ in pairs)
         again = median(b.seconds for _, b in pairs)
+        ok = first >= 10 * again
+        measured = f"{first:.2f} s / {again:.2f} s = {first / again:.1f} x"
+        if not ok and latency:
+            # A save lists the dest, then commits, then deletes what it dropped: three
+            # requests that each wait for the one before, whatever else changes.
+            floor = RESAVE_ROUND_TRIPS * latency / 1000
+            measured += (
+                f"; its {RESAVE_ROUND_TRIPS} requests in sequence (list, commit, delete) take "
+                f"{floor:.2f} s at {lat(latency)}, so no re-save here beats "
+                f"{first / floor:.1f} x"
+            )
         out.append(
             Check(
                 "re-saving unchanged many-small >= 10 x faster",
                 lat(latency),
-                f"{first:.2f} s / {again:.2f} s = {first / again:.1f} x",
+                measured,
                 ">= 10 x",
-                first >= 10 * again,
+                ok,
             )
         )
     shards = next((w for w in results.workloads if w.name == "shards"), None)
@@ -361,6 +385,20 @@ def checks(results: Results) -> list[Check]:
                 )
             )
     return out
+
+
+def cpu_story(results: Results, at: tuple[float, str], op: str, tools: dict[str, str]) -> str:
+    """Where the CPU went in one cell for ``tools``: each one's process and the server's
+    CPU seconds, and how many of the machine's cores the two kept busy together."""
+    parts = []
+    for key, name in tools.items():
+        cell = results.cells[(*at, key)]
+        client, server = cell_cpu(cell, op)
+        wall = cell_median(cell, op) or 1.0
+        parts.append(
+            f"{name} {client:.2f} + {server:.2f} CPU s ({(client + server) / wall:.1f} cores busy)"
+        )
+    return "client + server: " + ", ".join(parts)
 
 
 def check_table(found: list[Check]) -> list[str]:

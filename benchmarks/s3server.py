@@ -11,7 +11,7 @@ arrival, the wait included), the bytes of request payloads (Content-Length, or t
 length of an aws-chunked body) and of response bodies. It answers its own control paths,
 neither delayed nor counted, so any process can use them over HTTP::
 
-    GET /__bench__/stats            the counters, as JSON
+    GET /__bench__/stats            the counters and the server's CPU seconds, as JSON
     GET /__bench__/reset            zero them
     GET /__bench__/latency?ms=20    change the delay
 
@@ -64,6 +64,7 @@ class _Meter:
             self.max_in_flight = self.in_flight
             self.bytes_in = 0
             self.bytes_out = 0
+            self.cpu = time.process_time()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -72,6 +73,7 @@ class _Meter:
                 "max_in_flight": self.max_in_flight,
                 "bytes_in": self.bytes_in,
                 "bytes_out": self.bytes_out,
+                "cpu": time.process_time() - self.cpu,  # the server's, all its threads
             }
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:

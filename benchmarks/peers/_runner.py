@@ -11,7 +11,8 @@ fetches what the same tool uploaded there into the empty folder DST, recreating 
 Credentials come from the environment (AWS_ACCESS_KEY_ID, ...); ``--ca-bundle`` is the
 PEM of the server's self-signed certificate when the endpoint is https. The script prints
 one JSON line: the seconds of the transfer (client creation included, interpreter start
-and imports not), and the process's RSS before it and at its peak, in bytes.
+and imports not), the CPU seconds the process spent in it (all its threads, user and
+system), and the process's RSS before it and at its peak, in bytes.
 
 Only the standard library here: this file runs in every tool's virtualenv.
 """
@@ -67,8 +68,11 @@ def run(
     """Parse the arguments, time the operation, print the JSON line."""
     args = parse()
     idle = rss()
+    cpu = time.process_time()
     start = time.perf_counter()
     (upload if args.op == "upload" else download)(args)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "idle_rss": idle, "peak_rss": peak}), flush=True)
+    line = {"seconds": seconds, "cpu": cpu, "idle_rss": idle, "peak_rss": peak}
+    print(json.dumps(line), flush=True)
