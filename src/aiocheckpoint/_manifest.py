@@ -105,16 +105,21 @@ def merge(base: Mapping[str, FileEntry], new: Mapping[str, FileEntry]) -> dict[s
 
 
 def encode(manifest: Manifest) -> bytes:
-    doc = {
-        "format": FORMAT,
-        "version": manifest.version,
-        "created": manifest.created,
-        "files": {
-            path: {"object": e.object, "size": e.size, "checksum": e.checksum}
-            for path, e in sorted(manifest.files.items())
-        },
-    }
-    return json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")
+    # One line per file, each written by json's C encoder: dumps(indent=...) falls back to
+    # the pure-Python encoder, whose many small pieces raised a 5,000-file save's peak RSS
+    # by 12 MiB.
+    head = json.dumps(
+        {"format": FORMAT, "version": manifest.version, "created": manifest.created},
+        ensure_ascii=False,
+    )
+    files = ",\n".join(
+        f" {json.dumps(path, ensure_ascii=False)}: "
+        + json.dumps(
+            {"object": e.object, "size": e.size, "checksum": e.checksum}, ensure_ascii=False
+        )
+        for path, e in sorted(manifest.files.items())
+    )
+    return f'{head[:-1]},\n"files": {{\n{files}\n}}}}\n'.encode()
 
 
 def decode(data: bytes | bytearray, where: str) -> Manifest:
