@@ -395,8 +395,12 @@ def cpu_story(results: Results, at: tuple[float, str], op: str, tools: dict[str,
         cell = results.cells[(*at, key)]
         client, server = cell_cpu(cell, op)
         wall = cell_median(cell, op) or 1.0
+        runs = cell.up if op == "upload" else cell.down
+        requests = median(sum(o.stats["requests"].values()) for o in runs)
+        per = f", {client / requests * 1000:.1f} ms per request" if requests >= 100 else ""
         parts.append(
-            f"{name} {client:.2f} + {server:.2f} CPU s ({(client + server) / wall:.1f} cores busy)"
+            f"{name} {client:.2f} + {server:.2f} CPU s ({(client + server) / wall:.1f} cores "
+            f"busy{per})"
         )
     return "client + server: " + ", ".join(parts)
 

@@ -304,6 +304,9 @@ def _serve(port: Any, latency: float, cert: str | None, key: str | None) -> None
     app = _Meter(DomainDispatcherApplication(create_backend_app), latency)
     # A thread per request in flight: more than any client here keeps open (64).
     server = wsgi.Server(("127.0.0.1", 0), app, numthreads=128, request_queue_size=256)
+    # cheroot keeps at most 10 idle connections by default and closes the rest, so a client
+    # with 64 in flight would open a new TLS connection for most requests. S3 keeps them.
+    server.keep_alive_conn_limit = None
     if cert is not None:
         server.ssl_adapter = BuiltinSSLAdapter(cert, key)
     server.prepare()

@@ -30,7 +30,7 @@ _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     object: str
     size: int
@@ -41,7 +41,7 @@ class FileEntry:
         return int(self.checksum.removeprefix("crc32:"), 16)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Manifest:
     version: int
     files: Mapping[str, FileEntry]

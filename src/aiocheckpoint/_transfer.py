@@ -49,7 +49,7 @@ _STREAM_GROWTH = 1000
 _PIECE = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Upload:
     """One thing to store: a file path, or a binary stream."""
 
@@ -62,14 +62,14 @@ class Upload:
     previous: Stored | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stored:
     size: int
     crc: int
     unchanged: bool = False  # the same as ``Upload.previous``: nothing was stored
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Download:
     key: str
     name: str
@@ -145,7 +145,7 @@ def collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return first
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """Bytes read for one request: a BytesIO at position 0 that owns its buffer."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .._checksum import to_s3
+from .._checksum import crc32, to_s3
 from .._errors import StorageError
 from ._base import ObjectInfo
 
@@ -64,9 +64,15 @@ class S3Storage:
             )
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
+        # Like every PUT, with its CRC-32 for S3 to check; bytes without one would be wrapped
+        # by botocore in an aws-chunked body that computes it on the way.
         async with self._errors("PUT (If-None-Match)", key):
             await self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=BytesIO(data),
+                IfNoneMatch="*",
+                ChecksumCRC32=to_s3(crc32(data)),
             )
 
     async def start_multipart(self, key: str) -> S3Multipart:
