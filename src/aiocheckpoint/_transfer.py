@@ -656,41 +656,24 @@ class Engine:
         self, storage: Storage, item: Download, fd: int, offset: int, length: int | None
     ) -> tuple[int, int]:
         """Copy the object, or ``length`` bytes of it from ``offset``, into ``fd`` at
-        ``offset`` as it arrives: (CRC-32, bytes). A worker thread writes one piece while
-        the next is read, so a stream holds at most two pieces."""
+        ``offset`` as it arrives, holding at most one piece: (CRC-32, bytes)."""
         expected = item.size if length is None else length
-        if storage.blocking:
-            held = await self._budget.acquire(min(expected, _PIECE))
-            try:
+        held = await self._budget.acquire(min(expected, _PIECE))
+        try:
+            if storage.blocking:
                 whole = length is None
                 return await self._thread(_copy_range, storage, item, fd, offset, expected, whole)
-            finally:
-                self._budget.release(held)
-        held = await self._budget.acquire(min(expected, 2 * _PIECE))
-        send, receive = anyio.create_memory_object_stream[list[bytes]]()
-        crc = 0
-
-        async def write() -> None:
-            nonlocal crc
-            at = offset
-            async with receive:
-                async for pieces in receive:
-                    crc = await self._thread(_write_pieces, fd, at, pieces, crc)
-                    at += sum(len(p) for p in pieces)
-
-        got = 0
-        try:
-            async with task_group() as tg, send:
-                tg.start_soon(write)
-                try:
-                    async with storage.reader(item.key, offset, length) as body:
-                        _check_length(storage, item, body.size, expected)
-                        while pieces := await _next_piece(body):
-                            got += sum(len(p) for p in pieces)
-                            _check_length(storage, item, got, expected)
-                            await send.send(pieces)  # waits while the previous one is written
-                except FileNotFoundError as exc:
-                    raise _missing(storage, item) from exc
+            crc = got = 0
+            try:
+                async with storage.reader(item.key, offset, length) as body:
+                    _check_length(storage, item, body.size, expected)
+                    while pieces := await _next_piece(body):
+                        n = sum(len(p) for p in pieces)
+                        _check_length(storage, item, got + n, expected)
+                        crc = await self._thread(_write_pieces, fd, offset + got, pieces, crc)
+                        got += n
+            except FileNotFoundError as exc:
+                raise _missing(storage, item) from exc
             return crc, got
         finally:
             self._budget.release(held)
