@@ -65,6 +65,10 @@ class Cell:
     error: str | None = None
     bound: tuple[float, float] | None = None  # not run: lower bounds of (up, down)
 
+    def runs(self, op: str) -> list[Op]:
+        """The runs of one direction: "upload" or "download"."""
+        return self.up if op == "upload" else self.down
+
     def first_seconds(self) -> float:
         return self.up[0].seconds + self.down[0].seconds
 
@@ -117,13 +121,13 @@ def lat(ms: float) -> str:
 
 
 def cell_median(cell: Cell | None, op: str) -> float | None:
-    runs = None if cell is None else (cell.up if op == "upload" else cell.down)
+    runs = None if cell is None else cell.runs(op)
     return median(o.seconds for o in runs) if runs else None
 
 
 def cell_cpu(cell: Cell, op: str) -> tuple[float, float]:
     """Median CPU seconds of (the tool's process, the server's) over the cell's runs."""
-    runs = cell.up if op == "upload" else cell.down
+    runs = cell.runs(op)
     return median(o.cpu for o in runs), median(o.server_cpu for o in runs)
 
 
@@ -278,7 +282,7 @@ def checks(results: Results) -> list[Check]:
                 o.over_idle
                 for latency in results.latencies
                 if (c := results.cells.get((latency, "big", key))) is not None
-                for o in (c.up if op == "upload" else c.down)
+                for o in c.runs(op)
             ]
             if worst:
                 out.append(
@@ -294,7 +298,7 @@ def checks(results: Results) -> list[Check]:
         latency, many, up, down = results.scaling
         cell = results.cells.get((latency, "many-small", SYNC))
         for op, big_op in (("upload", up), ("download", down)):
-            runs = [] if cell is None else (cell.up if op == "upload" else cell.down)
+            runs = [] if cell is None else cell.runs(op)
             if runs:
                 few = median(o.over_idle for o in runs)
                 spread = max(few, big_op.over_idle) / max(1, min(few, big_op.over_idle))
@@ -391,7 +395,7 @@ def cpu_story(results: Results, at: tuple[float, str], op: str, tools: dict[str,
         cell = results.cells[(*at, key)]
         client, server = cell_cpu(cell, op)
         wall = cell_median(cell, op) or 1.0
-        runs = cell.up if op == "upload" else cell.down
+        runs = cell.runs(op)
         requests = median(sum(o.stats["requests"].values()) for o in runs)
         per = f", {client / requests * 1000:.1f} ms per request" if requests >= 100 else ""
         parts.append(
@@ -406,7 +410,7 @@ def spread_story(results: Results, at: tuple[float, str], op: str) -> str:
     ranges = {}
     for key in (SYNC, ASYNC):
         cell = results.cells[(*at, key)]
-        runs = [o.seconds for o in (cell.up if op == "upload" else cell.down)]
+        runs = [o.seconds for o in cell.runs(op)]
         ranges[key] = (min(runs), max(runs))
     (a, b), (c, d) = ranges[SYNC], ranges[ASYNC]
     overlap = "overlap" if a <= d and c <= b else "do not overlap"
