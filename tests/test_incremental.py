@@ -42,7 +42,7 @@ async def test_resaving_an_unchanged_folder_stores_nothing_again(location, tmp_p
         first = objects(location, dest)
         data_before = location.data_keys(dest)
         await cp.save(src)
-    assert location.manifest(dest)["version"] == 2
+    assert location.manifest(dest)["version"] == 1  # nothing changed: nothing committed
     assert objects(location, dest) == first
     assert location.data_keys(dest) == data_before  # nothing new, nothing collected
     assert await restore_all(dest, tmp_path / "out", transfer=PARTS) == tree
@@ -163,11 +163,30 @@ async def test_a_resave_lists_data_folders_not_every_file(s3_control, bucket, tm
         f"{r.method} {r.path.split('/.aiocheckpoint/', 1)[-1].split('/')[0]} {r.query}"
         for r in s3_control.requests
     )
-    # List the manifests, the data folders (not their files) and open uploads; commit
-    # the new manifest; delete the old one.
-    assert len(made) == 5, made
+    # List the manifests, the data folders (not their files) and open uploads, at once;
+    # nothing changed, so nothing is committed or deleted.
+    assert len(made) == 3, made
     assert [r for r in made if r.startswith("GET ") and "delimiter=%2F" in r] != [], made
-    assert not [r for r in made if r.startswith("PUT data")], made
+    assert [r for r in made if not r.startswith("GET ")] == [], made
+
+
+async def test_a_save_that_changes_nothing_commits_nothing(location, tmp_path):
+    dest = location.new()
+    src = write_tree(tmp_path / "src", {"model.bin": os.urandom(5000), "step": b"7"})
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(src)
+        before = sorted(location.keys(dest))
+        await cp.save(src)
+        await cp.save(src / "step")
+        assert sorted(location.keys(dest)) == before
+        assert location.manifest(dest)["version"] == 1
+        (src / "step").write_bytes(b"8")
+        await cp.save(src)
+    assert location.manifest(dest)["version"] == 2
+    assert await restore_all(dest, tmp_path / "out") == {
+        "model.bin": (src / "model.bin").read_bytes(),
+        "step": b"8",
+    }
 
 
 async def test_lowering_keep_versions_collects_every_dropped_version(location, tmp_path):

@@ -422,7 +422,20 @@ class AsyncCheckpoint:
                     new[u.name] = old[u.name]
                 else:
                     new[u.name] = mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
-            manifest = mf.Manifest(version, mf.merge(old, new))
+            files = mf.merge(old, new)
+            if base is not None and files == dict(old):
+                # Version N already is this checkpoint: committing a copy of it would cost
+                # two requests in sequence (commit, delete N) and change nothing.
+                await self._collect_garbage(store, base, manifests, dirs, unfinished)
+                log.info(
+                    "nothing changed since version %d of %s: %d files, nothing committed (%.2fs)",
+                    base.version,
+                    store.describe(),
+                    len(files),
+                    time.monotonic() - started,
+                )
+                return
+            manifest = mf.Manifest(version, files)
             await self._publish(store, manifest, folder)
             # Uploads listed while this save ran may be its own, completed since.
             mine = f"{mf.META}/{folder}"
