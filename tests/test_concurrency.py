@@ -67,6 +67,18 @@ async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path,
     assert await restore_all(f"s3://{bucket}/b", tmp_path / "out") == {"big.bin": big.read_bytes()}
 
 
+async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp_path):
+    files = {f"f{i:02d}.bin": os.urandom(100_000) for i in range(12)}
+    s3_control.delay(0.05)
+    watch = s3_control.watch(match("PUT", path_contains="/.aiocheckpoint/data/"))
+    bounded = TransferConfig(max_buffer_bytes=200_000)  # room for two files
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
+        with anyio.fail_after(30):
+            await cp.save(write_tree(tmp_path / "src", files))
+    assert watch.max_in_flight == 2
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
+
+
 async def test_large_file_goes_multipart_within_the_same_budget(s3_control, bucket, tmp_path, big):
     transfer = TransferConfig(max_concurrency=3, multipart_threshold=5 * MiB, part_size=5 * MiB)
     src = tmp_path / "src"
