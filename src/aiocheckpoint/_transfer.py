@@ -432,8 +432,10 @@ class Engine:
     ) -> None:
         """Read small files in one worker-thread call, then PUT each as a slot frees.
         (A hand-off to a thread per file cost a tenth of the CPU of its request.)"""
-        held = [await self._budget.acquire(item.size) for _, item in batch]
+        held: list[int] = []
         try:
+            for _, item in batch:
+                held.append(await self._budget.acquire(item.size))
             bodies = [new_body(item.size) for _, item in batch]
             chunks = await self._thread(_read_files, [item for _, item in batch], bodies)
         except BaseException:
