@@ -152,6 +152,20 @@ async def test_a_dest_rewritten_by_another_process_is_read_again(location, tmp_p
     }
 
 
+async def test_a_file_is_compared_with_the_newest_version_not_the_one_it_saved(location, tmp_path):
+    # Another writer committed since this object's last save: what this object saved
+    # before is no longer what the dest holds, so the same bytes must go up again.
+    dest = location.new()
+    mine = write_tree(tmp_path / "mine", {"a.bin": b"mine" * 100})
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(mine)
+        async with AsyncCheckpoint(dest) as other:
+            await other.save(write_tree(tmp_path / "theirs", {"a.bin": b"them" * 100}))
+        await cp.save(mine)
+    assert location.manifest(dest)["version"] == 3
+    assert await restore_all(dest, tmp_path / "out") == {"a.bin": b"mine" * 100}
+
+
 async def test_a_resave_lists_data_folders_not_every_file(s3_control, bucket, tmp_path):
     dest = f"s3://{bucket}/cp"
     src = write_tree(tmp_path / "src", {f"d{i % 3}/f{i}": b"%d" % i for i in range(40)})

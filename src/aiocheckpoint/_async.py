@@ -375,6 +375,12 @@ class AsyncCheckpoint:
                 continue  # collected by a newer commit meanwhile: list again
         raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
 
+    def _known_newest(self, store: Storage) -> mf.Manifest | None:
+        """The newest manifest of ``store`` this object read or committed, if any."""
+        prefix = store.describe(mf.MANIFESTS)
+        known = [m for url, (_, m) in self._manifests.items() if url.startswith(prefix)]
+        return max(known, key=lambda m: m.version, default=None)
+
     async def _read_manifest(self, store: Storage, info: ObjectInfo) -> mf.Manifest:
         """A listed manifest. The copy this object read or wrote is used when the listing
         shows that very object (S3: the ETag of a plain PUT is the MD5 of its body)."""
@@ -394,13 +400,29 @@ class AsyncCheckpoint:
             surveyed: list[tuple[list[str], list[tuple[str, str]]]] = []
             folder = ""
 
+            # Over the network, files are compared with the newest version this object
+            # knows while the listing says whether that is still the newest.
+            guess = None if store.blocking else self._known_newest(store)
+            early: list[tuple[list[Upload], list[str]]] = []
+            compared = anyio.Event()
+
             async def survey() -> None:
                 surveyed.append(await self._survey(store))
+
+            async def compare_early(
+                uploads: list[Upload], files: Mapping[str, mf.FileEntry]
+            ) -> None:
+                try:
+                    early.append(await self._changed(uploads, files))
+                finally:
+                    compared.set()
 
             try:
                 # What garbage collection will need is listed while the data goes up.
                 async with task_group() as tg:
                     tg.start_soon(survey)
+                    if guess is not None:
+                        tg.start_soon(compare_early, uploads, guess.files)
                     try:
                         base, manifests = await self._newest(store)
                     except FileNotFoundError:
@@ -408,7 +430,12 @@ class AsyncCheckpoint:
                     version = (base.version if base else 0) + 1
                     folder = mf.data_dir(version, uuid.uuid4().hex[:12])
                     old = base.files if base else {}
-                    uploads, kept = await self._changed(uploads, old)
+                    if guess is not None:
+                        await compared.wait()
+                    if early and base is guess:
+                        uploads, kept = early[0]
+                    else:
+                        uploads, kept = await self._changed(uploads, old)
                     stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
                     await store.sync()
             except BaseException:
