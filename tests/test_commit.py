@@ -83,15 +83,20 @@ async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
     assert read_tree(out) == v2
 
 
-async def test_next_save_aborts_uploads_a_killed_save_left_open(s3, bucket, tmp_path):
+@pytest.mark.parametrize("again", [b"version 2", b"version 1"], ids=["changed", "unchanged"])
+async def test_next_save_aborts_uploads_a_killed_save_left_open(s3, bucket, tmp_path, again):
     dest = f"s3://{bucket}/cp"
     async with AsyncCheckpoint(dest) as cp:
         await cp.write(b"version 1")
     # What a save killed between CreateMultipartUpload and its abort leaves behind.
     s3.create_multipart_upload(Bucket=bucket, Key="cp/.aiocheckpoint/data/0000000002-ab/big")
+    s3.put_object(Bucket=bucket, Key="cp/.aiocheckpoint/data/0000000002-ab/small", Body=b"s")
     async with AsyncCheckpoint(dest) as cp:
-        await cp.write(b"version 2")
+        await cp.write(again)  # even a save that changes nothing cleans up
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="cp/")["Contents"]]
+    assert not [k for k in keys if "0000000002-ab" in k], keys
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": again}
 
 
 async def test_a_file_can_become_a_folder_and_back(location, tmp_path):

@@ -79,6 +79,19 @@ async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
+async def test_one_slot_and_one_part_of_memory_still_save_big_and_small_files(
+    s3_control, bucket, tmp_path
+):
+    # The tightest settings: a part needs the whole byte budget while it holds the only
+    # request slot, so nothing may hold bytes while it waits for a slot.
+    files = {"a.bin": os.urandom(12 * MiB), **{f"b{i}.bin": os.urandom(1000) for i in range(4)}}
+    tight = TransferConfig(max_concurrency=1, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=tight) as cp:
+        with anyio.fail_after(30):
+            await cp.save(write_tree(tmp_path / "src", files))
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
+
+
 async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket, tmp_path):
     # Cancelled while small files wait for room in the byte budget, a save gives back
     # what it holds, or the next save on the same checkpoint waits forever.

@@ -232,7 +232,8 @@ class AsyncCheckpoint:
         """Save a file, a folder's contents or a binary file object, as a new version.
 
         The new version holds everything saved before plus ``cp``; a path saved again
-        replaces its earlier content. A file is stored under its name, a folder's files
+        replaces its earlier content. If that is what the newest version already holds,
+        nothing is committed. A file is stored under its name, a folder's files
         under their paths relative to it, a file object as ``_dst_cp``.
 
         :raises ValueError: ``cp`` is of another type, or a folder holds a symlink that
@@ -259,7 +260,8 @@ class AsyncCheckpoint:
         await self._commit(uploads)
 
     async def write(self, b: bytes | bytearray | memoryview) -> None:
-        """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``.
+        """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``
+        (nothing is committed if the newest version already holds these bytes there).
 
         :raises TypeError: ``b`` is not bytes-like.
         """
@@ -450,9 +452,14 @@ class AsyncCheckpoint:
                 else:
                     new[u.name] = mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
             files = mf.merge(old, new)
-            if base is not None and files == dict(old):
+            if (
+                base is not None
+                and files == dict(old)
+                and not _left_above(base.version, dirs, unfinished)
+            ):
                 # Version N already is this checkpoint: committing a copy of it would cost
-                # two requests in sequence (commit, delete N) and change nothing.
+                # two requests in sequence (commit, delete N) and change nothing. (What a
+                # crashed save left above N is collected only by a commit above it.)
                 await self._collect_garbage(store, base, manifests, dirs, unfinished)
                 log.info(
                     "nothing changed since version %d of %s: %d files, nothing committed (%.2fs)",
@@ -623,6 +630,12 @@ class AsyncCheckpoint:
                     log.debug("aborted unfinished upload of %s", store.describe(key))
         except Exception as exc:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _left_above(version: int, dirs: list[str], unfinished: list[tuple[str, str]]) -> bool:
+    """Whether a save numbered above ``version`` left data or an open upload behind."""
+    keys = [*dirs, *(key for key, _ in unfinished)]
+    return any((v := mf.data_dir_version(key)) is not None and v > version for key in keys)
 
 
 def _manifest_versions(listing: list[ObjectInfo]) -> list[int]:

@@ -194,16 +194,6 @@ def _read_at(path: Path, offset: int, length: int, body: io.BytesIO | None = Non
         return _fill(f.readinto, length, body)
 
 
-def _read_files(items: list[Upload], bodies: list[io.BytesIO]) -> list[Chunk]:
-    chunks = []
-    for item, body in zip(items, bodies, strict=True):
-        path = cast(Path, item.source)
-        chunk = _read_at(path, 0, item.size, body)
-        _check_read(path, item.size, chunk.size)
-        chunks.append(chunk)
-    return chunks
-
-
 def _read_stream(stream: BinaryIO, length: int) -> Chunk:
     if hasattr(stream, "readinto"):
         return _fill(stream.readinto, length)
@@ -235,8 +225,6 @@ _HASH_BUFFER = 1024 * 1024
 #: A batch of :meth:`Engine.unchanged` ends after this many bytes or files.
 _BATCH_BYTES = 8 * 1024 * 1024
 _BATCH_FILES = 64
-#: Small files to upload are read in batches of at most this many bytes (or _BATCH_FILES).
-_READ_BYTES = 2 * 1024 * 1024
 
 
 def _crc_if_size(path: Path, size: int, view: memoryview) -> int | None:
@@ -397,70 +385,10 @@ class Engine:
             results[i] = await self._upload_one(storage, prefix + item.name, item)
 
         async with task_group() as tg:
-            batch: list[tuple[int, Upload]] = []
-            held = 0
-            # A batch takes its bytes from the budget before any of it is sent: more than
-            # the whole budget would wait forever.
-            most = min(_READ_BYTES, self._budget.total)
             for i, item in enumerate(items):
-                if storage.blocking or not self._small(item):
-                    await self._slots.acquire()  # handed to the task: its first request
-                    tg.start_soon(run, i, item)
-                    continue
-                if batch and held + item.size > most:
-                    await self._put_batch(tg, storage, prefix, batch, results)
-                    batch, held = [], 0
-                batch.append((i, item))
-                held += item.size
-                if len(batch) >= _BATCH_FILES:
-                    await self._put_batch(tg, storage, prefix, batch, results)
-                    batch, held = [], 0
-            if batch:
-                await self._put_batch(tg, storage, prefix, batch, results)
+                await self._slots.acquire()  # handed to the task: its first request
+                tg.start_soon(run, i, item)
         return [r for r in results if r is not None]
-
-    def _small(self, item: Upload) -> bool:
-        return isinstance(item.source, Path) and item.size <= self.config.multipart_threshold
-
-    async def _put_batch(
-        self,
-        tg: TaskGroup,
-        storage: Storage,
-        prefix: str,
-        batch: list[tuple[int, Upload]],
-        results: list[Stored | None],
-    ) -> None:
-        """Read small files in one worker-thread call, then PUT each as a slot frees.
-        (A hand-off to a thread per file cost a tenth of the CPU of its request.)"""
-        held: list[int] = []
-        try:
-            for _, item in batch:
-                held.append(await self._budget.acquire(item.size))
-            bodies = [new_body(item.size) for _, item in batch]
-            chunks = await self._thread(_read_files, [item for _, item in batch], bodies)
-        except BaseException:
-            self._budget.release(sum(held))
-            raise
-
-        async def put(i: int, item: Upload, chunk: Chunk, held: int) -> None:
-            key = prefix + item.name
-            try:
-                await storage.put(key, chunk.body, chunk.crc)
-                results[i] = Stored(chunk.size, chunk.crc)
-                log.debug(
-                    "stored %s (%d bytes) as %s", item.name, chunk.size, storage.describe(key)
-                )
-            finally:
-                self._budget.release(held)
-                self._slots.release()
-
-        for n, ((i, item), chunk) in enumerate(zip(batch, chunks, strict=True)):
-            try:
-                await self._slots.acquire()
-            except BaseException:
-                self._budget.release(sum(held[n:]))
-                raise
-            tg.start_soon(put, i, item, chunk, held[n])
 
     async def _upload_one(self, storage: Storage, key: str, item: Upload) -> Stored:
         """Runs holding one slot, which it releases after its first request."""
@@ -480,20 +408,24 @@ class Engine:
         return stored
 
     async def _put_small(self, storage: Storage, key: str, item: Upload) -> Stored:
-        """A small file into a blocking backend: read and stored in one worker-thread call
-        (other backends take small files in batches, see :meth:`_put_batch`)."""
         assert isinstance(item.source, Path)
         path, size = item.source, item.size
 
-        def store(body: io.BytesIO) -> Stored:
+        def read(body: io.BytesIO) -> tuple[Chunk, Stored | None]:
             chunk = _read_at(path, 0, size, body)
             _check_read(path, size, chunk.size)
-            cast(BlockingStorage, storage).put_blocking(key, chunk.body, chunk.crc)
-            return Stored(chunk.size, chunk.crc)
+            if storage.blocking:  # store it from this thread too
+                cast(BlockingStorage, storage).put_blocking(key, chunk.body, chunk.crc)
+                return chunk, Stored(chunk.size, chunk.crc)
+            return chunk, None
 
         held = await self._budget.acquire(size)
         try:
-            return await self._thread(store, new_body(size))
+            chunk, stored = await self._thread(read, new_body(size))
+            if stored is None:
+                await storage.put(key, chunk.body, chunk.crc)
+                stored = Stored(chunk.size, chunk.crc)
+            return stored
         finally:
             self._budget.release(held)
 
