@@ -304,8 +304,9 @@ def checks(results: Results) -> list[Check]:
                 few = median(o.over_idle for o in runs)
                 spread = max(few, big_op.over_idle) / max(1, min(few, big_op.over_idle))
                 total = median(o.peak_rss for o in runs)
+                files = small.files if small else "?"
                 measured = (
-                    f"{mib(few)} MiB at {small.files if small else '?'} files, "
+                    f"{mib(few)} MiB at {files} files, "
                     f"{mib(big_op.over_idle)} MiB at {many.files}: {spread:.2f} x "
                     f"(peak RSS {mib(total)} and {mib(big_op.peak_rss)} MiB)"
                 )
@@ -315,7 +316,7 @@ def checks(results: Results) -> list[Check]:
                     measured += (
                         "; most requests in flight at once: "
                         + ", ".join(str(o.stats.get("max_in_flight", "?")) for o in runs)
-                        + f" at {small.files if small else '?'} files (each run), "
+                        + f" at {files} files (each run), "
                         f"{big_op.stats.get('max_in_flight', '?')} at {many.files}"
                     )
                 out.append(

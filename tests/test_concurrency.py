@@ -93,16 +93,17 @@ async def test_one_slot_and_one_part_of_memory_still_save_big_and_small_files(
 
 
 async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket, tmp_path):
-    # Cancelled while small files wait for room in the byte budget, a save gives back
-    # what it holds, or the next save on the same checkpoint waits forever.
+    # Cancelled while its files wait for room in the byte budget, a save gives back what
+    # it holds, or the next save on the same checkpoint waits forever.
     sizes = {"a.bin": 150_000, "b.bin": 100_000, "c.bin": 100_000, "d.bin": 150_000}
     files = {name: os.urandom(size) for name, size in sizes.items()}
     src = write_tree(tmp_path / "src", files)
-    bounded = TransferConfig(max_buffer_bytes=250_000)  # a and b, then c and d
+    bounded = TransferConfig(max_buffer_bytes=250_000)  # room for a and b at most
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
-            s3_control.delay(5, match("PUT", path_contains="/b.bin"))  # c waits for d's room
+            # b's PUT keeps its bytes, so c and d wait for room when the save is cancelled
+            s3_control.delay(5, match("PUT", path_contains="/b.bin"))
             with anyio.move_on_after(1):
                 await cp.save(src)
         s3_control.reset()
