@@ -626,6 +626,7 @@ def main() -> int:
                 skip_after=args.skip_after,
                 max_concurrency=config.max_concurrency,
                 buffer_bytes=config.buffer_bytes,
+                part_size=config.part_size,
             )
             bench = Bench(args, work, server, results)
             prepare_tools(bench, args.tools)

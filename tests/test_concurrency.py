@@ -292,3 +292,34 @@ async def test_file_objects_are_streamed_in_parts(s3_control, bucket, tmp_path):
     assert read_while_first_part_in_flight <= 10 * MiB < len(data)
     assert len(s3_control.matching(UPLOAD_PART)) == 4
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": data}
+
+
+async def test_a_local_save_reads_one_small_file_at_a_time_per_worker_thread(tmp_path):
+    # Local storage: small files are read and stored in batches, one file at a time in
+    # each worker thread, so memory follows the threads, not the files waiting for one.
+    files = {f"d{i % 4}/f{i:02d}.bin": random.Random(i).randbytes(MiB) for i in range(48)}
+    src = write_tree(tmp_path / "src", files)
+    transfer = TransferConfig(max_threads=2)
+    async with AsyncCheckpoint(tmp_path / "dest", transfer=transfer) as cp:
+        tracemalloc.start()
+        try:
+            await cp.save(src)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert await restore_all(str(tmp_path / "dest"), tmp_path / "out") == files
+    assert peak < 8 * MiB, f"a save of 48 x 1 MiB with 2 threads held {peak / MiB:.1f} MiB"
+
+
+async def test_a_local_save_with_one_slot_and_one_part_of_memory_stores_every_file(tmp_path):
+    files = {
+        "a.bin": os.urandom(12 * MiB),
+        **{f"s/b{i}.bin": os.urandom(i * 997) for i in range(40)},
+    }
+    tight = TransferConfig(
+        max_concurrency=1, multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=5 * MiB
+    )
+    async with AsyncCheckpoint(tmp_path / "dest", transfer=tight) as cp:
+        with anyio.fail_after(30):
+            await cp.save(write_tree(tmp_path / "src", files))
+    assert await restore_all(str(tmp_path / "dest"), tmp_path / "out") == files

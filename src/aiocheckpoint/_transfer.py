@@ -222,6 +222,10 @@ def _check_read(path: Path, expected: int, got: int) -> None:
 
 
 _HASH_BUFFER = 1024 * 1024
+#: A batch of small files saved to local storage in one worker-thread call ends after
+#: this many bytes or files (fewer when there are fewer files than threads to share).
+_SAVE_BATCH_BYTES = 2 * 1024 * 1024
+_SAVE_BATCH_FILES = 16
 #: A batch of :meth:`Engine.unchanged` ends after this many bytes or files.
 _BATCH_BYTES = 8 * 1024 * 1024
 _BATCH_FILES = 64
@@ -384,11 +388,73 @@ class Engine:
         async def run(i: int, item: Upload) -> None:
             results[i] = await self._upload_one(storage, prefix + item.name, item)
 
+        async def run_batch(batch: list[int]) -> None:
+            try:
+                stored = await self._put_batch(storage, prefix, [items[i] for i in batch])
+            finally:
+                self._slots.release()
+            for i, done in zip(batch, stored, strict=True):
+                results[i] = done
+
         async with task_group() as tg:
+            batched = self._batches(storage, items)
+            for batch in batched:
+                await self._slots.acquire()  # handed to the task, as below
+                tg.start_soon(run_batch, batch)
+            alone = set(range(len(items))).difference(*batched)
             for i, item in enumerate(items):
-                await self._slots.acquire()  # handed to the task: its first request
-                tg.start_soon(run, i, item)
+                if i in alone:
+                    await self._slots.acquire()  # handed to the task: its first request
+                    tg.start_soon(run, i, item)
         return [r for r in results if r is not None]
+
+    def _batches(self, storage: Storage, items: list[Upload]) -> list[list[int]]:
+        """The small files bound for a blocking backend, in batches spread over the worker
+        threads (at most ``_SAVE_BATCH_FILES`` files or ``_SAVE_BATCH_BYTES`` bytes each)."""
+        if not storage.blocking:
+            return []
+        small = [
+            i
+            for i, item in enumerate(items)
+            if isinstance(item.source, Path) and item.size <= self.config.multipart_threshold
+        ]
+        per_thread = -(-len(small) // self._threads.total_tokens)
+        most = max(1, min(_SAVE_BATCH_FILES, int(per_thread)))
+        batches: list[list[int]] = []
+        held = _SAVE_BATCH_BYTES
+        for i in small:
+            if held >= _SAVE_BATCH_BYTES or len(batches[-1]) >= most:
+                batches.append([])
+                held = 0
+            batches[-1].append(i)
+            held += items[i].size
+        return batches
+
+    async def _put_batch(self, storage: Storage, prefix: str, batch: list[Upload]) -> list[Stored]:
+        """Read and store small files to a blocking backend one after another in one
+        worker-thread call: one hand-off per batch, not per file. Runs holding one slot
+        and memory for the largest file; each file's buffer is made and freed in the
+        worker thread, so glibc reuses that thread's arena."""
+        blocking = cast(BlockingStorage, storage)
+
+        def store() -> list[Stored]:
+            out = []
+            for item in batch:
+                path = cast(Path, item.source)
+                chunk = _read_at(path, 0, item.size)
+                _check_read(path, item.size, chunk.size)
+                blocking.put_blocking(prefix + item.name, chunk.body, chunk.crc)
+                out.append(Stored(chunk.size, chunk.crc))
+            return out
+
+        held = await self._budget.acquire(max(item.size for item in batch))
+        try:
+            stored = await self._thread(store)
+        finally:
+            self._budget.release(held)
+        for item in batch:
+            log.debug("stored %s (%d bytes) as %s", item.name, item.size, prefix + item.name)
+        return stored
 
     async def _upload_one(self, storage: Storage, key: str, item: Upload) -> Stored:
         """Runs holding one slot, which it releases after its first request."""
