@@ -654,7 +654,9 @@ def main() -> int:
                     bench.incremental(latency, workloads)
                 previous = latency
             if has_sync and "many-small" in workloads:
-                bench.scaling(args.latencies[0])
+                # At the highest latency both file counts keep max_concurrency requests in
+                # flight, and so as many connections open: what is left is the file count.
+                bench.scaling(args.latencies[-1])
             for workload in workloads.values():
                 bench.local(workload)
             results.tiny_write = tiny_writes(bench.fresh("tiny"))

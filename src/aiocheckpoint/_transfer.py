@@ -222,10 +222,11 @@ def _check_read(path: Path, expected: int, got: int) -> None:
 
 
 _HASH_BUFFER = 1024 * 1024
-#: A batch of small files saved to local storage in one worker-thread call ends after
-#: this many bytes or files (fewer when there are fewer files than threads to share).
-_SAVE_BATCH_BYTES = 2 * 1024 * 1024
-_SAVE_BATCH_FILES = 16
+#: Small files saved to or restored from local storage go in batches, one worker-thread
+#: call each; a batch ends after this many bytes or files (fewer when there are fewer
+#: files than threads to share them).
+_BATCH_BYTES_BLOCKING = 2 * 1024 * 1024
+_BATCH_FILES_BLOCKING = 16
 #: A batch of :meth:`Engine.unchanged` ends after this many bytes or files.
 _BATCH_BYTES = 8 * 1024 * 1024
 _BATCH_FILES = 64
@@ -397,7 +398,14 @@ class Engine:
                 results[i] = done
 
         async with task_group() as tg:
-            batched = self._batches(storage, items)
+            small = {
+                i: item.size
+                for i, item in enumerate(items)
+                if storage.blocking
+                and isinstance(item.source, Path)
+                and item.size <= self.config.multipart_threshold
+            }
+            batched = self._batches(small)
             for batch in batched:
                 await self._slots.acquire()  # handed to the task, as below
                 tg.start_soon(run_batch, batch)
@@ -408,26 +416,20 @@ class Engine:
                     tg.start_soon(run, i, item)
         return [r for r in results if r is not None]
 
-    def _batches(self, storage: Storage, items: list[Upload]) -> list[list[int]]:
-        """The small files bound for a blocking backend, in batches spread over the worker
-        threads (at most ``_SAVE_BATCH_FILES`` files or ``_SAVE_BATCH_BYTES`` bytes each)."""
-        if not storage.blocking:
-            return []
-        small = [
-            i
-            for i, item in enumerate(items)
-            if isinstance(item.source, Path) and item.size <= self.config.multipart_threshold
-        ]
-        per_thread = -(-len(small) // self._threads.total_tokens)
-        most = max(1, min(_SAVE_BATCH_FILES, int(per_thread)))
+    def _batches(self, sizes: dict[int, int]) -> list[list[int]]:
+        """The indices of ``sizes`` (index: bytes) in batches spread over the worker
+        threads, of at most ``_BATCH_FILES_BLOCKING`` files or ``_BATCH_BYTES_BLOCKING``
+        bytes each: for a blocking backend, one worker-thread call per batch."""
+        per_thread = -(-len(sizes) // int(self._threads.total_tokens))
+        most = max(1, min(_BATCH_FILES_BLOCKING, per_thread))
         batches: list[list[int]] = []
-        held = _SAVE_BATCH_BYTES
-        for i in small:
-            if held >= _SAVE_BATCH_BYTES or len(batches[-1]) >= most:
+        held = _BATCH_BYTES_BLOCKING
+        for i, size in sizes.items():
+            if held >= _BATCH_BYTES_BLOCKING or len(batches[-1]) >= most:
                 batches.append([])
                 held = 0
             batches[-1].append(i)
-            held += items[i].size
+            held += size
         return batches
 
     async def _put_batch(self, storage: Storage, prefix: str, batch: list[Upload]) -> list[Stored]:
@@ -632,9 +634,35 @@ class Engine:
         """Fetch every item into its target path, verifying size and CRC-32 where known."""
         await self._thread(_make_folders, [item.target for item in items])
         async with task_group() as tg:
-            for item in items:
+            small = {i: item.size for i, item in enumerate(items) if item.size <= _PIECE}
+            batched = self._batches(small) if storage.blocking else []
+            for batch in batched:
                 await self._slots.acquire()
-                tg.start_soon(self._download_one, storage, item)
+                tg.start_soon(self._copy_batch, storage, [items[i] for i in batch])
+            alone = set(range(len(items))).difference(*batched)
+            for i, item in enumerate(items):
+                if i in alone:
+                    await self._slots.acquire()
+                    tg.start_soon(self._download_one, storage, item)
+
+    async def _copy_batch(self, storage: Storage, batch: list[Download]) -> None:
+        """Copy small objects of a blocking backend to their targets one after another in
+        one worker-thread call, verifying each. Runs holding one slot, which it releases,
+        and memory for the largest object."""
+
+        def copy() -> None:
+            for item in batch:
+                size, crc = _copy_object(storage, item)
+                self._verify(storage, item, size, crc)
+
+        try:
+            held = await self._budget.acquire(max(item.size for item in batch))
+            try:
+                await self._thread(copy)
+            finally:
+                self._budget.release(held)
+        finally:
+            self._slots.release()
 
     async def _download_one(self, storage: Storage, item: Download) -> None:
         """Runs holding one slot, which it releases after its first request."""
