@@ -542,10 +542,10 @@ def render(results: Results) -> str:
             f"{mib(up.over_idle)} MiB over idle; download {down.seconds:.2f} s, "
             f"{mib(down.over_idle)} MiB over idle; {down.requests('HEAD')} HEAD requests "
             "during the restore. Compare the many-small row at the same latency above. "
-            "Measured at the highest latency, where both file counts keep max_concurrency "
-            "requests in flight, so both runs open as many connections (each holds buffers "
-            "of its own); at 0 ms a 500-file run opens fewer, depending on how fast the "
-            "server answers.",
+            "Measured at the run's highest latency: there a run with more files than "
+            "max_concurrency keeps max_concurrency requests in flight, and so opens as many "
+            "connections (each holds buffers of its own), whatever its file count; at 0 ms "
+            "a 500-file run opens fewer, depending on how fast the server answers.",
             "",
         ]
 

@@ -225,6 +225,25 @@ async def test_big_restores_use_concurrent_ranged_gets(s3_control, bucket, tmp_p
     assert ranged.max_in_flight >= 2
 
 
+async def test_the_byte_budget_bounds_the_ranges_in_flight(s3_control, bucket, tmp_path, big):
+    # A range counts against the budget from its GET until its bytes are on disk, so
+    # the budget, not only max_concurrency, bounds the big bodies in flight at once.
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
+        await cp.save(big)
+    s3_control.reset()
+    s3_control.delay(0.2)
+    ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
+    two_ranges = TransferConfig(
+        multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=10 * MiB
+    )
+    assert await restore_all(dest, tmp_path / "out", transfer=two_ranges) == {
+        "big.bin": big.read_bytes()
+    }
+    assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
+    assert ranged.max_in_flight == 2
+
+
 @pytest.mark.parametrize("threshold", [32 * MiB, 5 * MiB], ids=["whole", "ranges"])
 async def test_restore_holds_pieces_not_whole_objects(tmp_path, threshold):
     # Local storage: tracemalloc counts the whole process, and the test S3 server runs in

@@ -24,8 +24,8 @@ def test_part_size_never_needs_more_than_10000_parts(size):
 def test_default_buffer_bound_is_concurrency_times_part_up_to_32_parts():
     cfg = TransferConfig(max_concurrency=4, part_size=8 * MiB, multipart_threshold=16 * MiB)
     assert cfg.buffer_bytes == 4 * 16 * MiB
-    assert TransferConfig().buffer_bytes == 256 * MiB  # 64 requests, 32 parts of 8 MiB
-    assert TransferConfig(max_concurrency=200, part_size=16 * MiB).buffer_bytes == 512 * MiB
+    assert TransferConfig().buffer_bytes == 96 * MiB  # 64 requests, 12 parts of 8 MiB
+    assert TransferConfig(max_concurrency=200, part_size=16 * MiB).buffer_bytes == 192 * MiB
     assert TransferConfig(max_buffer_bytes=123).buffer_bytes == 123
 
 

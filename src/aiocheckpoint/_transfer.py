@@ -1,8 +1,9 @@
 """The fan-out engine: moves many files, and the parts of big ones, under one budget.
 
 Every request (a whole-object PUT/GET, a part, a range) takes a slot of one semaphore of
-``max_concurrency`` slots, and every byte it holds in memory is counted against one byte
-budget. Work is spawned only when a slot is free: a sliding window, never a wave.
+``max_concurrency`` slots, and every byte it holds in memory (an upload) or has asked for
+and not yet written (a download) is counted against one byte budget. Work is spawned
+only when a slot is free: a sliding window, never a wave.
 
 A spawned task owns the slot it was handed and releases it in a ``finally`` that begins
 before its first ``await``; anyio runs a new task up to its first ``await`` even when its
@@ -83,7 +84,7 @@ class MissingObjectError(CorruptCheckpointError):
 
 
 class ByteBudget:
-    """Counts bytes held in memory; ``acquire`` waits while the budget is spent."""
+    """Counts bytes in transit; ``acquire`` waits while the budget is spent."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -750,9 +751,11 @@ class Engine:
         self, storage: Storage, item: Download, fd: int, offset: int, length: int | None
     ) -> tuple[int, int]:
         """Copy the object, or ``length`` bytes of it from ``offset``, into ``fd`` at
-        ``offset`` as it arrives, holding at most one piece: (CRC-32, bytes)."""
+        ``offset`` as it arrives, holding at most one piece: (CRC-32, bytes). The budget
+        counts every byte asked for until the copy ends, which bounds the big bodies in
+        flight at once."""
         expected = item.size if length is None else length
-        held = await self._budget.acquire(min(expected, _PIECE))
+        held = await self._budget.acquire(expected)
         try:
             if storage.blocking:
                 whole = length is None
