@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
+import subprocess
+import sys
 import zlib
 
 import pytest
 
 from aiocheckpoint import TransferConfig
-from aiocheckpoint._checksum import combine_parts, to_s3
+from aiocheckpoint._checksum import combine_parts, crc32, to_s3
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -52,6 +55,28 @@ def test_crc_of_parts_combines_to_crc_of_whole():
     assert combined == zlib.crc32(b"".join(pieces))
 
 
+@pytest.mark.parametrize("size", [0, 1, 15, 64 * 1024 + 7, 3 * MiB + 1])
+def test_crc32_is_zlibs_so_older_manifests_still_verify(size):
+    data = random.Random(size).randbytes(size)
+    assert crc32(data) == zlib.crc32(data)
+    assert crc32(data[size // 2 :], crc32(data[: size // 2])) == zlib.crc32(data)
+    assert crc32(memoryview(bytearray(data))) == zlib.crc32(data)
+
+
 def test_s3_checksum_header_form():
     # S3's x-amz-checksum-crc32 is base64 of the big-endian CRC: "123456789" -> cbf43926.
     assert to_s3(zlib.crc32(b"123456789")) == "y/Q5Jg=="
+
+
+def test_without_isal_the_checksum_comes_from_zlib():
+    # Platforms without an isal wheel install none; the checksum must not change.
+    code = (
+        "import sys, zlib\n"
+        "sys.modules['isal'] = sys.modules['isal.isal_zlib'] = None\n"
+        "from aiocheckpoint import _checksum\n"
+        "assert _checksum._crc32 is zlib.crc32\n"
+        "print(_checksum.crc32(b'123456789'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 0xCBF43926

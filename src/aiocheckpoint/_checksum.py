@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
-import zlib
 from functools import lru_cache
+
+try:  # ISA-L's CRC-32: the same checksum as zlib's, several times faster on big buffers
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - a platform without an isal wheel
+    from zlib import crc32 as _crc32
 
 _POLY = 0xEDB88320
 
@@ -62,8 +66,9 @@ def combine_parts(parts: list[tuple[int, int]]) -> int:
     return crc
 
 
-def crc32(data: bytes | memoryview, value: int = 0) -> int:
-    return zlib.crc32(data, value)
+def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """The CRC-32 of ``data``, continuing from ``value`` (as ``zlib.crc32``)."""
+    return _crc32(data, value)
 
 
 def to_text(crc: int) -> str:

@@ -16,7 +16,6 @@ import io
 import logging
 import os
 import sys
-import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.abc import TaskGroup
 
-from ._checksum import combine_parts
+from ._checksum import combine_parts, crc32
 from ._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from ._errors import CheckpointError, CorruptCheckpointError
 from ._io import fill, pwrite_all
@@ -183,7 +182,7 @@ def _fill(
         body = new_body(length)
     with body.getbuffer() as view:
         got = fill(readinto, view[:length])
-        crc = zlib.crc32(view[:got])
+        crc = crc32(view[:got])
     body.truncate(got)
     body.seek(0)
     return Chunk(body, got, crc)
@@ -209,7 +208,7 @@ def _read_stream(stream: BinaryIO, length: int) -> Chunk:
         chunks.append(chunk)
         left -= len(chunk)
     data = b"".join(chunks)
-    return Chunk(io.BytesIO(data), len(data), zlib.crc32(data))
+    return Chunk(io.BytesIO(data), len(data), crc32(data))
 
 
 _EMPTY = Chunk(io.BytesIO(), 0, 0)
@@ -243,7 +242,7 @@ def _crc_if_size(path: Path, size: int, view: memoryview) -> int | None:
                 got += n
                 if got > size:
                     return None
-                crc = zlib.crc32(view[:n], crc)
+                crc = crc32(view[:n], crc)
     except FileNotFoundError:
         return None  # the upload then reports it
     return crc if got == size else None
@@ -252,7 +251,7 @@ def _crc_if_size(path: Path, size: int, view: memoryview) -> int | None:
 def _write_at(fd: int, offset: int, data: bytes | bytearray | memoryview, crc: int = 0) -> int:
     """Write ``data`` at ``offset``; returns ``crc`` extended over it."""
     pwrite_all(fd, data, offset)
-    return zlib.crc32(data, crc)
+    return crc32(data, crc)
 
 
 def _write_pieces(fd: int, offset: int, pieces: list[bytes], crc: int) -> int:
