@@ -521,7 +521,7 @@ def setup_lines(args: argparse.Namespace, server: s3server.Server) -> list[str]:
         "less its RSS before the transfer, in MiB.",
         f"aiocheckpoint with default settings: max_concurrency {config.max_concurrency}, "
         f"part_size {config.part_size // MiB} MiB, multipart_threshold "
-        f"{config.multipart_threshold // MiB} MiB, bytes held in memory at most "
+        f"{config.multipart_threshold // MiB} MiB, bytes in transit at most "
         f"{config.buffer_bytes // MiB} MiB.",
         "limit: the same bytes already in memory, 64 requests in flight, 8 MiB parts and "
         "ranges, no checksum computed or checked and no file I/O in the timed part: an "

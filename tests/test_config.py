@@ -24,7 +24,7 @@ def test_part_size_never_needs_more_than_10000_parts(size):
     assert -(-size // part) <= 10_000
 
 
-def test_default_buffer_bound_is_concurrency_times_part_up_to_32_parts():
+def test_default_buffer_bound_is_concurrency_times_part_up_to_12_parts():
     cfg = TransferConfig(max_concurrency=4, part_size=8 * MiB, multipart_threshold=16 * MiB)
     assert cfg.buffer_bytes == 4 * 16 * MiB
     assert TransferConfig().buffer_bytes == 96 * MiB  # 64 requests, 12 parts of 8 MiB
@@ -66,6 +66,13 @@ def test_crc32_is_zlibs_so_older_manifests_still_verify(size):
 def test_s3_checksum_header_form():
     # S3's x-amz-checksum-crc32 is base64 of the big-endian CRC: "123456789" -> cbf43926.
     assert to_s3(zlib.crc32(b"123456789")) == "y/Q5Jg=="
+
+
+def test_the_checksum_comes_from_isal_where_it_is_installed():
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    from aiocheckpoint import _checksum
+
+    assert _checksum._crc32 is isal_zlib.crc32
 
 
 def test_without_isal_the_checksum_comes_from_zlib():

@@ -162,3 +162,26 @@ async def test_plain_prefix_with_an_escaping_key_is_refused(s3, bucket, tmp_path
         with pytest.raises(CorruptCheckpointError, match=r"a/\.\./\.\./evil"):
             await cp.restore(out)
     assert sorted(p.name for p in (tmp_path / "box").rglob("*")) == ["out"]
+
+
+async def test_a_local_restore_names_every_damaged_small_file(tmp_path):
+    # With one worker thread, local storage copies all the small files in one batch; a
+    # damaged file does not hide the ones after it.
+    dest = str(tmp_path / "dest")
+    files = {**FILES, **{f"more/f{i:02d}.txt": b"%d" % i for i in range(20)}}
+    async with AsyncCheckpoint(dest, transfer=TRANSFER) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    entries = json.loads(
+        max((tmp_path / "dest" / ".aiocheckpoint" / "manifests").iterdir()).read_bytes()
+    )["files"]
+    data = tmp_path / "dest" / ".aiocheckpoint"
+    (data / entries["more/f03.txt"]["object"]).unlink()
+    (data / entries["more/f09.txt"]["object"]).write_bytes(b"xy")
+    one_thread = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB, max_threads=1)
+    (tmp_path / "out").mkdir()
+    async with AsyncCheckpoint(tmp_path / "other", dest, transfer=one_thread) as cp:
+        with pytest.raises(CorruptCheckpointError) as info:
+            await cp.restore(tmp_path / "out")
+    assert "more/f03.txt" in str(info.value)
+    assert "more/f09.txt" in str(info.value)
+    assert len(info.value.errors) == 2

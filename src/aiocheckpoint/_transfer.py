@@ -159,7 +159,8 @@ def new_body(length: int) -> io.BytesIO:
 
     Made on the event loop's thread, where it is also freed after its request: memory
     taken in one thread and given back in another makes glibc's per-thread arenas grow
-    with the number of files.
+    with the number of files. (Batches for a blocking backend make and free theirs in
+    one worker thread instead.)
     """
     body = io.BytesIO()
     if length:
@@ -418,8 +419,9 @@ class Engine:
 
     def _batches(self, sizes: dict[int, int]) -> list[list[int]]:
         """The indices of ``sizes`` (index: bytes) in batches spread over the worker
-        threads, of at most ``_BATCH_FILES_BLOCKING`` files or ``_BATCH_BYTES_BLOCKING``
-        bytes each: for a blocking backend, one worker-thread call per batch."""
+        threads: for a blocking backend, one worker-thread call per batch. A batch ends at
+        ``_BATCH_FILES_BLOCKING`` files, or with the file that brings it to
+        ``_BATCH_BYTES_BLOCKING`` bytes."""
         per_thread = -(-len(sizes) // int(self._threads.total_tokens))
         most = max(1, min(_BATCH_FILES_BLOCKING, per_thread))
         batches: list[list[int]] = []
@@ -455,7 +457,8 @@ class Engine:
         finally:
             self._budget.release(held)
         for item in batch:
-            log.debug("stored %s (%d bytes) as %s", item.name, item.size, prefix + item.name)
+            key = prefix + item.name
+            log.debug("stored %s (%d bytes) as %s", item.name, item.size, storage.describe(key))
         return stored
 
     async def _upload_one(self, storage: Storage, key: str, item: Upload) -> Stored:
@@ -648,12 +651,21 @@ class Engine:
     async def _copy_batch(self, storage: Storage, batch: list[Download]) -> None:
         """Copy small objects of a blocking backend to their targets one after another in
         one worker-thread call, verifying each. Runs holding one slot, which it releases,
-        and memory for the largest object."""
+        and memory for the largest object. A missing or corrupt object does not stop the
+        rest: the error names every one, as one task per object would."""
 
         def copy() -> None:
+            bad: list[CorruptCheckpointError] = []
             for item in batch:
-                size, crc = _copy_object(storage, item)
-                self._verify(storage, item, size, crc)
+                try:
+                    size, crc = _copy_object(storage, item)
+                    self._verify(storage, item, size, crc)
+                except CorruptCheckpointError as exc:
+                    bad.append(exc)
+            if len(bad) == 1:
+                raise bad[0]
+            if bad:
+                raise BaseExceptionGroup("objects missing or corrupt", bad)  # see collapse()
 
         try:
             held = await self._budget.acquire(max(item.size for item in batch))
