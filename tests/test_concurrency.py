@@ -211,21 +211,10 @@ async def test_two_writers_racing_on_one_dest_never_corrupt_it(location, tmp_pat
     assert location.data_keys(dest) == location.referenced(dest)
 
 
-async def test_big_restores_use_concurrent_ranged_gets(s3_control, bucket, tmp_path, big):
-    dest = f"s3://{bucket}/cp"
-    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
-        await cp.save(big)
-    s3_control.reset()
-    s3_control.delay(0.05)
-    ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
-    assert await restore_all(dest, tmp_path / "out", transfer=MULTIPART) == {
-        "big.bin": big.read_bytes()
-    }
-    assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
-    assert ranged.max_in_flight >= 2
-
-
-async def test_the_byte_budget_bounds_the_ranges_in_flight(s3_control, bucket, tmp_path, big):
+@pytest.mark.parametrize(("budget", "in_flight"), [(None, 3), (10 * MiB, 2)], ids=["all", "two"])
+async def test_big_restores_use_concurrent_ranged_gets_within_the_byte_budget(
+    s3_control, bucket, tmp_path, big, budget, in_flight
+):
     # A range counts against the budget from its GET until its bytes are on disk, so
     # the budget, not only max_concurrency, bounds the big bodies in flight at once.
     dest = f"s3://{bucket}/cp"
@@ -234,14 +223,14 @@ async def test_the_byte_budget_bounds_the_ranges_in_flight(s3_control, bucket, t
     s3_control.reset()
     s3_control.delay(0.2)
     ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
-    two_ranges = TransferConfig(
-        multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=10 * MiB
+    transfer = TransferConfig(
+        multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=budget
     )
-    assert await restore_all(dest, tmp_path / "out", transfer=two_ranges) == {
+    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
         "big.bin": big.read_bytes()
     }
     assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
-    assert ranged.max_in_flight == 2
+    assert ranged.max_in_flight == in_flight
 
 
 @pytest.mark.parametrize("threshold", [32 * MiB, 5 * MiB], ids=["whole", "ranges"])
