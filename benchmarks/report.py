@@ -87,7 +87,7 @@ class Results:
     slow: float
     skip_after: float
     max_concurrency: int
-    buffer_bytes: int  # aiocheckpoint's default bound on bytes held in memory
+    buffer_bytes: int  # aiocheckpoint's default byte budget (bytes in transit)
     part_size: int  # aiocheckpoint's default part size
     cells: dict[tuple[float, str, str], Cell] = field(default_factory=dict)
     # latency -> [(first save, re-save)] of many-small, and of the shards with one changed
@@ -277,7 +277,7 @@ def checks(results: Results) -> list[Check]:
                 )
             )
 
-    # The bound; the library's own (buffered bytes + 64 MiB) is shown beside it.
+    # The bound; the library's own (its byte budget + 64 MiB) is shown beside it.
     bound = results.max_concurrency * results.part_size + 64 * MiB
     own = results.buffer_bytes + 64 * MiB
     for key in (SYNC, ASYNC):
@@ -293,7 +293,7 @@ def checks(results: Results) -> list[Check]:
                     Check(
                         "memory: big, peak RSS over idle (worst run)",
                         f"{names.get(key, key)} {op}",
-                        f"{mib(max(worst))} MiB (buffered-bytes bound + 64 MiB: {mib(own)} MiB)",
+                        f"{mib(max(worst))} MiB (byte budget + 64 MiB: {mib(own)} MiB)",
                         f"<= {mib(bound)} MiB",
                         max(worst) <= bound,
                     )
@@ -496,8 +496,8 @@ def render(results: Results) -> str:
         "many-small at 0 ms in the same direction (the server serving those requests to a "
         "client that does next to nothing); memory, the peak RSS over the idle process "
         "(imports done, before the transfer), against the issue's bound: max_concurrency x "
-        "part_size + 64 MiB with the defaults (aiocheckpoint's tighter default bound on "
-        "buffered bytes, plus 64 MiB, is shown beside it).",
+        "part_size + 64 MiB with the defaults (aiocheckpoint's tighter default byte budget "
+        "plus 64 MiB is shown beside it).",
     ]
 
     for latency in results.latencies:

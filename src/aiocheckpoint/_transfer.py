@@ -391,28 +391,23 @@ class Engine:
             results[i] = await self._upload_one(storage, prefix + item.name, item)
 
         async def run_batch(batch: list[int]) -> None:
-            try:
-                stored = await self._put_batch(storage, prefix, [items[i] for i in batch])
-            finally:
-                self._slots.release()
+            stored = await self._put_batch(storage, prefix, [items[i] for i in batch])
             for i, done in zip(batch, stored, strict=True):
                 results[i] = done
 
+        small = {
+            i: item.size
+            for i, item in enumerate(items)
+            if storage.blocking
+            and isinstance(item.source, Path)
+            and item.size <= self.config.multipart_threshold
+        }
         async with task_group() as tg:
-            small = {
-                i: item.size
-                for i, item in enumerate(items)
-                if storage.blocking
-                and isinstance(item.source, Path)
-                and item.size <= self.config.multipart_threshold
-            }
-            batched = self._batches(small)
-            for batch in batched:
+            for batch in self._batches(small):
                 await self._slots.acquire()  # handed to the task, as below
                 tg.start_soon(run_batch, batch)
-            alone = set(range(len(items))).difference(*batched)
             for i, item in enumerate(items):
-                if i in alone:
+                if i not in small:
                     await self._slots.acquire()  # handed to the task: its first request
                     tg.start_soon(run, i, item)
         return [r for r in results if r is not None]
@@ -425,20 +420,20 @@ class Engine:
         per_thread = -(-len(sizes) // int(self._threads.total_tokens))
         most = max(1, min(_BATCH_FILES_BLOCKING, per_thread))
         batches: list[list[int]] = []
-        held = _BATCH_BYTES_BLOCKING
+        filled = _BATCH_BYTES_BLOCKING
         for i, size in sizes.items():
-            if held >= _BATCH_BYTES_BLOCKING or len(batches[-1]) >= most:
+            if filled >= _BATCH_BYTES_BLOCKING or len(batches[-1]) >= most:
                 batches.append([])
-                held = 0
+                filled = 0
             batches[-1].append(i)
-            held += size
+            filled += size
         return batches
 
     async def _put_batch(self, storage: Storage, prefix: str, batch: list[Upload]) -> list[Stored]:
         """Read and store small files to a blocking backend one after another in one
-        worker-thread call: one hand-off per batch, not per file. Runs holding one slot
-        and memory for the largest file; each file's buffer is made and freed in the
-        worker thread, so glibc reuses that thread's arena."""
+        worker-thread call: one hand-off per batch, not per file. Runs holding one slot,
+        which it releases, and memory for the largest file; each file's buffer is made
+        and freed in the worker thread, so glibc reuses that thread's arena."""
         blocking = cast(BlockingStorage, storage)
 
         def store() -> list[Stored]:
@@ -451,11 +446,14 @@ class Engine:
                 out.append(Stored(chunk.size, chunk.crc))
             return out
 
-        held = await self._budget.acquire(max(item.size for item in batch))
         try:
-            stored = await self._thread(store)
+            held = await self._budget.acquire(max(item.size for item in batch))
+            try:
+                stored = await self._thread(store)
+            finally:
+                self._budget.release(held)
         finally:
-            self._budget.release(held)
+            self._slots.release()
         for item in batch:
             key = prefix + item.name
             log.debug("stored %s (%d bytes) as %s", item.name, item.size, storage.describe(key))
@@ -636,15 +634,15 @@ class Engine:
     async def download(self, storage: Storage, items: list[Download]) -> None:
         """Fetch every item into its target path, verifying size and CRC-32 where known."""
         await self._thread(_make_folders, [item.target for item in items])
+        small = {
+            i: item.size for i, item in enumerate(items) if storage.blocking and item.size <= _PIECE
+        }
         async with task_group() as tg:
-            small = {i: item.size for i, item in enumerate(items) if item.size <= _PIECE}
-            batched = self._batches(small) if storage.blocking else []
-            for batch in batched:
+            for batch in self._batches(small):
                 await self._slots.acquire()
                 tg.start_soon(self._copy_batch, storage, [items[i] for i in batch])
-            alone = set(range(len(items))).difference(*batched)
             for i, item in enumerate(items):
-                if i in alone:
+                if i not in small:
                     await self._slots.acquire()
                     tg.start_soon(self._download_one, storage, item)
 
