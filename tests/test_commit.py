@@ -95,7 +95,8 @@ async def test_next_save_aborts_uploads_a_killed_save_left_open(s3, bucket, tmp_
         await cp.write(again)  # even a save that changes nothing cleans up
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="cp/")["Contents"]]
-    assert not [k for k in keys if "0000000002-ab" in k], keys
+    # The new save's own folder is 0000000002-<random hex>: match the leftover's whole name.
+    assert not [k for k in keys if "/0000000002-ab/" in k], keys
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": again}
 
 
