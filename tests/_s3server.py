@@ -23,6 +23,7 @@ class Request:
     query: str
     user_agent: str
     range: str = ""
+    expect: str = ""
 
     def has_param(self, name: str) -> bool:
         return any(part.split("=", 1)[0] == name for part in self.query.split("&"))
@@ -176,6 +177,7 @@ class Middleware:
             environ.get("QUERY_STRING", ""),
             environ.get("HTTP_USER_AGENT", ""),
             environ.get("HTTP_RANGE", ""),
+            environ.get("HTTP_EXPECT", ""),
         )
         with self._lock:
             self.requests.append(request)

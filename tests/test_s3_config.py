@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from _trees import restore_all
 
-from aiocheckpoint import AsyncCheckpoint
+from aiocheckpoint import AsyncCheckpoint, TransferConfig
+
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.anyio
 
@@ -29,3 +33,23 @@ async def test_explicit_endpoint_and_region_win_over_the_environment(
     async with AsyncCheckpoint(dest, **options) as cp:
         await cp.write(b"explicit")
     assert await restore_all(dest, tmp_path / "out", **options) == {"_dst_cp": b"explicit"}
+
+
+async def test_puts_send_their_body_without_waiting_for_100_continue(
+    s3_control, bucket, tmp_path
+):
+    # Waiting for the server's "100 Continue" costs every PUT one more round trip.
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    tree = {"small.txt": b"tiny", "sub/big.bin": os.urandom(11 * MiB)}
+    for rel, data in tree.items():
+        (src / rel).write_bytes(data)
+    dest = f"s3://{bucket}/cp"
+    parts = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    async with AsyncCheckpoint(dest, transfer=parts) as cp:
+        await cp.save(src)
+    puts = [r for r in s3_control.requests if r.method == "PUT" and "/cp/" in r.path]
+    # the small file, three parts of the big one, the manifest
+    assert len(puts) == 5
+    assert [r.expect for r in puts if r.expect] == []
+    assert await restore_all(dest, tmp_path / "out") == tree
