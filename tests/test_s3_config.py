@@ -35,9 +35,7 @@ async def test_explicit_endpoint_and_region_win_over_the_environment(
     assert await restore_all(dest, tmp_path / "out", **options) == {"_dst_cp": b"explicit"}
 
 
-async def test_puts_send_their_body_without_waiting_for_100_continue(
-    s3_control, bucket, tmp_path
-):
+async def test_puts_send_their_body_without_waiting_for_100_continue(s3_control, bucket, tmp_path):
     # Waiting for the server's "100 Continue" costs every PUT one more round trip.
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
