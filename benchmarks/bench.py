@@ -13,10 +13,13 @@ a runner script in peers/ (the protocol is in peers/_runner.py), peers in virtua
 their own (venvs.py, made on first use in benchmarks/.venvs). For every latency, workload
 and tool: upload to a fresh prefix, download to a fresh folder, check every file byte for
 byte, empty the bucket. The tool order rotates between repeats so that drift hits every
-tool alike. Then, with aiocheckpoint only: incremental saves at each latency, memory at
-ten times the files, local storage against ``cp -r``, and the cost of a tiny ``write()``.
+tool alike. aiocheckpoint's Sync and Async then run back to back, Async first, until each
+has ``--pair-repeat`` (5) runs: they run the same engine and must be within 5% of each
+other, closer than one run varies on this machine. Then, with aiocheckpoint only:
+incremental saves at each latency, memory at ten times the files, local storage against
+``cp -r``, and the cost of a tiny ``write()``.
 
-To keep a full run near 45 minutes on two cores, three rules, all reported:
+To keep a full run near an hour on two cores, three rules, all reported:
 - a peer (limit included) runs again after its first run only if, in upload or in
   download, it came within ``--rerun-within`` (1.5) x of the fastest first run of that
   cell: a tool 1.5 x slower than the fastest is beyond this machine's noise and cannot be
@@ -301,20 +304,38 @@ class Bench:
                     continue
                 if repeat > 0 and not self.rerun(latency, workload, tool):
                     continue
-                prefix = f"{latency:g}ms/{workload.name}/{tool.key}/{repeat}"
-                try:
-                    up, down = self.round_trip(tool, workload, prefix)
-                except Failed as exc:
-                    cell.error = str(exc)
-                    self.fail(str(exc))
-                    continue
-                cell.up.append(up)
-                cell.down.append(down)
-                self.say(
-                    f"{latency:g} ms  {workload.name:<10} {tool.name:<20} run {repeat + 1}: "
-                    f"up {up.seconds:6.2f} s  down {down.seconds:6.2f} s  verified"
-                )
+                self.run_cell(tool, workload, latency, repeat)
+        # More runs of Sync and Async, back to back with Async first, so that each has
+        # ``pair_repeat`` runs and neither always goes first.
+        pair = [t for t in tools if t.key in (ASYNC, SYNC)]
+        pair.sort(key=lambda t: t.key != ASYNC)
+        for repeat in range(results.repeat, results.pair_repeat):
+            for tool in pair:
+                cell = results.cells[latency, workload.name, tool.key]
+                if (
+                    cell.bound is None
+                    and cell.error is None
+                    and self.rerun(latency, workload, tool)
+                ):
+                    self.run_cell(tool, workload, latency, repeat)
         print("\n" + "\n".join(report.cell_table(results, latency, workload)) + "\n", flush=True)
+
+    def run_cell(self, tool: Tool, workload: Workload, latency: float, repeat: int) -> None:
+        """One run of ``tool`` in a cell: upload, download, verify; a failure is recorded."""
+        cell = self.results.cells[latency, workload.name, tool.key]
+        prefix = f"{latency:g}ms/{workload.name}/{tool.key}/{repeat}"
+        try:
+            up, down = self.round_trip(tool, workload, prefix)
+        except Failed as exc:
+            cell.error = str(exc)
+            self.fail(str(exc))
+            return
+        cell.up.append(up)
+        cell.down.append(down)
+        self.say(
+            f"{latency:g} ms  {workload.name:<10} {tool.name:<20} run {repeat + 1}: "
+            f"up {up.seconds:6.2f} s  down {down.seconds:6.2f} s  verified"
+        )
 
     def rerun(self, latency: float, workload: Workload, tool: Tool) -> bool:
         """Whether a cell that has run once runs again (the rules in the module doc)."""
@@ -505,6 +526,14 @@ def project_versions() -> str:
 
 
 def setup_lines(args: argparse.Namespace, server: s3server.Server) -> list[str]:
+    pairs = (
+        f" aiocheckpoint's Sync and Async then run {args.pair_repeat - args.repeat} more "
+        f"times each, back to back with Async first, for a median of {args.pair_repeat} "
+        "each: they run the same engine, and one run varies by more than the 5% allowed "
+        "between them."
+        if args.pair_repeat > args.repeat
+        else ""
+    )
     scheme = "http" if args.http else "https, with a certificate made for the run"
     config = TransferConfig()
     return [
@@ -529,8 +558,8 @@ def setup_lines(args: argparse.Namespace, server: s3server.Server) -> list[str]:
         "on two cores the client shares the CPU with the server.",
         f"Each cell: upload to a fresh prefix, download to a fresh folder, verified byte for "
         f"byte, bucket emptied. Median of {args.repeat} (min–max); the tool order rotates "
-        "between repeats. / Sync and / Async: the tool's median over aiocheckpoint's "
-        "(above 1: slower than aiocheckpoint).",
+        f"between repeats.{pairs} / Sync and / Async: the tool's median over "
+        "aiocheckpoint's (above 1: slower than aiocheckpoint).",
         "Rules for time (runs = 1 run where one applied): after its first run, a peer (or "
         "limit) runs again only if, in upload or download, it came within "
         f"{args.rerun_within:g} x of the fastest first run of the cell (slower is beyond "
@@ -575,6 +604,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", type=workload_names, help=", ".join(WORKLOADS))
     parser.add_argument("--tools", type=tool_list, help=", ".join(t.key for t in TOOLS))
     parser.add_argument("--repeat", type=int, help="runs per cell, median reported (default 3)")
+    parser.add_argument(
+        "--pair-repeat",
+        type=int,
+        help="runs of aiocheckpoint Sync and Async per cell (default 5, at least --repeat)",
+    )
     parser.add_argument("--http", action="store_true", help="plain http instead of https")
     parser.add_argument("--big-gib", action="store_true", help="big workload of 1 GiB")
     parser.add_argument("--slow", type=float, default=60, help="s; slower cells run once")
@@ -596,6 +630,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tools is None:
         args.tools = [t for t in TOOLS if t.key in QUICK_TOOLS] if args.quick else list(TOOLS)
     args.repeat = args.repeat or (1 if args.quick else 3)
+    args.pair_repeat = max(args.repeat, args.pair_repeat or (1 if args.quick else 5))
     if args.out is None:
         args.out = (
             Path(tempfile.gettempdir(), "aiocheckpoint-bench-quick.md")
@@ -622,6 +657,7 @@ def main() -> int:
                 workloads=[],
                 latencies=args.latencies,
                 repeat=args.repeat,
+                pair_repeat=args.pair_repeat,
                 slow=args.slow,
                 skip_after=args.skip_after,
                 max_concurrency=config.max_concurrency,

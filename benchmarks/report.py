@@ -84,6 +84,7 @@ class Results:
     workloads: list[Workload]
     latencies: list[float]
     repeat: int
+    pair_repeat: int  # runs of Sync and Async per cell
     slow: float
     skip_after: float
     max_concurrency: int
