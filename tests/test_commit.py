@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import unquote
 
 import anyio
 import pytest
-from _s3server import match
+from _s3server import Request, match
 from _trees import read_tree, restore_all, write_tree
+from conftest import Location
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, TransferConfig
 
@@ -173,3 +176,58 @@ async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, t
     assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
         "model.bin": b"2" * (6 * 2**20)
     }
+
+
+def _listing_manifests(request: Request) -> bool:
+    return request.method == "GET" and "/.aiocheckpoint/manifests/" in unquote(request.query)
+
+
+async def test_a_first_save_uploads_while_the_manifests_are_listed(
+    s3_control, s3, bucket, tmp_path
+):
+    # Waiting for the listing first would add a round trip to every save.
+    dest = f"s3://{bucket}/cp"
+    files = {f"d/f{i}": os.urandom(1000) for i in range(8)}
+    listing = s3_control.hold(_listing_manifests)
+    data_puts = match("PUT", path_contains="/.aiocheckpoint/data/")
+    puts = s3_control.hold(data_puts)
+    async with AsyncCheckpoint(dest) as cp, anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+        # Every file's PUT arrives while the listing is still held.
+        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 10)
+        puts.release(forward=True)
+        listing.release(forward=True)
+    store = Location("s3", tmp_path, s3, bucket)
+    assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000001.json"]
+    assert store.data_keys(dest) == store.referenced(dest)
+    assert len(s3_control.matching(data_puts)) == len(files)  # each file once
+    assert await restore_all(dest, tmp_path / "out") == files
+
+
+async def test_a_save_whose_guess_of_the_version_is_wrong_starts_over_and_leaves_nothing(
+    s3, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    store = Location("s3", tmp_path, s3, bucket)
+    v1 = {"same": os.urandom(3000), "changes": b"one"}
+    async with AsyncCheckpoint(dest) as first:
+        await first.save(write_tree(tmp_path / "v1", v1))
+        kept = store.referenced(dest)
+        # A new object guesses a new checkpoint: its early upload is cancelled and
+        # deleted, and the save starts over from version 1, uploading what changed.
+        v2 = {"same": v1["same"], "changes": b"two", "new": b"three"}
+        async with AsyncCheckpoint(dest) as second:
+            await second.save(write_tree(tmp_path / "v2", v2))
+        assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000002.json"]
+        assert store.data_keys(dest) == store.referenced(dest)
+        same = ".aiocheckpoint/" + store.manifest(dest)["files"]["same"]["object"]
+        assert same in kept  # still the first save's object
+        assert await restore_all(dest, tmp_path / "out2") == v2
+        # The object that saved version 1 guesses version 2, which is stale now.
+        v3 = {"same": v1["same"], "changes": b"four"}
+        await first.save(write_tree(tmp_path / "v3", v3))
+    assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000003.json"]
+    assert store.data_keys(dest) == store.referenced(dest)
+    assert ".aiocheckpoint/" + store.manifest(dest)["files"]["same"]["object"] == same
+    assert await restore_all(dest, tmp_path / "out3") == {**v2, **v3}  # a save merges

@@ -400,49 +400,73 @@ class AsyncCheckpoint:
             store = await self._storage(self._dest)
             started = time.monotonic()
             surveyed: list[tuple[list[str], list[tuple[str, str]]]] = []
-            folder = ""
+            folders: list[str] = []  # every data folder this save wrote into
 
-            # Over the network, files are compared with the newest version this object
-            # knows while the listing says whether that is still the newest.
+            # Over the network, files go up at once, before the listing of manifests is
+            # back: into the folder of the version after the newest this object knows (a
+            # new checkpoint if none), leaving out what that version holds. The listing
+            # then says whether the guess holds; if not, that upload is cancelled and
+            # deleted, and the save starts over from what is there. Files only: a stream
+            # can be read once.
             guess = None if store.blocking else self._known_newest(store)
-            early: list[tuple[list[Upload], list[str]]] = []
-            compared = anyio.Event()
+            speculate = not store.blocking and all(isinstance(u.source, Path) for u in uploads)
+            ahead_scope = anyio.CancelScope()
+            ahead_done = anyio.Event()
+            ahead: list[tuple[list[Upload], list[str], list[Stored]]] = []
+            ahead_error: list[Exception] = []
 
             async def survey() -> None:
                 surveyed.append(await self._survey(store))
 
-            async def compare_early(
-                uploads: list[Upload], files: Mapping[str, mf.FileEntry]
-            ) -> None:
+            async def upload_ahead(folder: str) -> None:
                 try:
-                    early.append(await self._changed(uploads, files))
+                    with ahead_scope:
+                        todo, kept = await self._changed(uploads, guess.files if guess else {})
+                        stored = await self._engine.upload(store, f"{mf.META}/{folder}", todo)
+                        ahead.append((todo, kept, stored))
+                except Exception as exc:  # only raised if the guess holds
+                    ahead_error.append(exc)
                 finally:
-                    compared.set()
+                    ahead_done.set()
 
             try:
                 # What garbage collection will need is listed while the data goes up.
                 async with task_group() as tg:
                     tg.start_soon(survey)
-                    if guess is not None:
-                        tg.start_soon(compare_early, uploads, guess.files)
+                    if speculate:
+                        version = (guess.version if guess else 0) + 1
+                        folders.append(mf.data_dir(version, uuid.uuid4().hex[:12]))
+                        tg.start_soon(upload_ahead, folders[0])
                     try:
-                        base, manifests = await self._newest(store)
+                        async with self._engine.slot():  # asked for before the uploads
+                            base, manifests = await self._newest(store)
                     except FileNotFoundError:
                         base, manifests = None, []  # a new local folder
                     version = (base.version if base else 0) + 1
-                    folder = mf.data_dir(version, uuid.uuid4().hex[:12])
                     old = base.files if base else {}
-                    if guess is not None:
-                        await compared.wait()
-                    if early and base is guess:
-                        uploads, kept = early[0]
+                    if speculate and base is guess:
+                        await ahead_done.wait()
+                        if ahead_error:
+                            raise ahead_error[0]
+                        folder = folders[0]
+                        uploads, kept, stored = ahead[0]
                     else:
+                        if speculate:
+                            ahead_scope.cancel()
+                            await ahead_done.wait()
+                            tg.start_soon(self._discard, store, f"{mf.META}/{folders[0]}")
+                            log.debug(
+                                "%s changed since this object last saw it: uploading again",
+                                store.describe(mf.MANIFESTS),
+                            )
+                        folder = mf.data_dir(version, uuid.uuid4().hex[:12])
+                        folders.append(folder)
                         uploads, kept = await self._changed(uploads, old)
-                    stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
+                        stored = await self._engine.upload(store, f"{mf.META}/{folder}", uploads)
                     await store.sync()
             except BaseException:
-                if folder:
-                    await self._discard(store, f"{mf.META}/{folder}")
+                for wrote in folders:
+                    await self._discard(store, f"{mf.META}/{wrote}")
                 raise
             dirs, unfinished = surveyed[0]
             new = {name: old[name] for name in kept}
@@ -471,8 +495,8 @@ class AsyncCheckpoint:
                 return
             manifest = mf.Manifest(version, files)
             await self._publish(store, manifest, folder)
-            # Uploads listed while this save ran may be its own, completed since.
-            mine = f"{mf.META}/{folder}"
+            # Uploads listed while this save ran may be its own, completed or aborted since.
+            mine = tuple(f"{mf.META}/{wrote}" for wrote in folders)
             unfinished = [(key, upload) for key, upload in unfinished if not key.startswith(mine)]
             await self._collect_garbage(store, manifest, manifests, dirs, unfinished)
             sent = [s for s in stored if not s.unchanged]
