@@ -80,7 +80,7 @@ TOOLS = [
     Tool("flytekit", "flytekit", "flytekit_checkpoint", "flytekit"),
     Tool("limit", "limit", "limit", None),
 ]
-WORKLOADS = ("shards", "many-small", "big", "nested")
+WORKLOADS = ("one-file", "shards", "many-small", "big", "nested")
 QUICK_TOOLS = ("sync", "async", "s3transfer-32")
 QUICK_WORKLOADS = ("shards", "many-small", "big")
 
@@ -94,6 +94,10 @@ class Failed(Exception):
 
 def layout(name: str, quick: bool, big: int) -> tuple[list[tuple[str, int]], str]:
     """The (relative path, size) of every file of a workload, and how it is made."""
+    if name == "one-file":
+        # Not a target: what every run pays besides its data (process-side setup, client,
+        # the tool's own requests), to read the other cells against.
+        return [("one.bin", KiB)], "1 x 1 KiB: the fixed cost of a run"
     if name == "shards":
         count, size = (8, 256 * KiB) if quick else (64, 8 * MiB)
         return [(f"shard-{i:03d}.bin", size) for i in range(count)], (
