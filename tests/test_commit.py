@@ -17,6 +17,9 @@ from aiocheckpoint import AsyncCheckpoint, CheckpointError, TransferConfig
 pytestmark = pytest.mark.anyio
 
 
+MiB = 1024 * 1024
+
+
 async def test_commit_whose_response_was_lost_is_still_a_commit(s3_control, bucket, tmp_path):
     # The manifest PUT reaches the server, the answer does not: botocore retries, meets
     # its own manifest (412), and the save must see that it did commit.
@@ -205,29 +208,69 @@ async def test_a_first_save_uploads_while_the_manifests_are_listed(
     assert await restore_all(dest, tmp_path / "out") == files
 
 
+async def _save_holding_the_listing(s3_control, cp, folder: Path, early: int) -> None:
+    """Save with the listing of manifests held until ``early`` data PUTs have arrived."""
+    s3_control.reset()
+    listing = s3_control.hold(_listing_manifests)
+    puts = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, folder)
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+        assert await anyio.to_thread.run_sync(puts.wait_for, early, 10)
+        puts.release(forward=True)
+        listing.release(forward=True)
+
+
 async def test_a_save_whose_guess_of_the_version_is_wrong_starts_over_and_leaves_nothing(
-    s3, bucket, tmp_path
+    s3_control, s3, bucket, tmp_path
 ):
     dest = f"s3://{bucket}/cp"
     store = Location("s3", tmp_path, s3, bucket)
+    data_puts = match("PUT", path_contains="/.aiocheckpoint/data/")
+    deletes = match("POST", param="delete")
     v1 = {"same": os.urandom(3000), "changes": b"one"}
     async with AsyncCheckpoint(dest) as first:
         await first.save(write_tree(tmp_path / "v1", v1))
         kept = store.referenced(dest)
-        # A new object guesses a new checkpoint: its early upload is cancelled and
-        # deleted, and the save starts over from version 1, uploading what changed.
+        # A new object guesses a new checkpoint and uploads all three files early. The
+        # listing shows version 1: that upload is deleted, and the save starts over
+        # from version 1, uploading only the two files that differ from it.
         v2 = {"same": v1["same"], "changes": b"two", "new": b"three"}
         async with AsyncCheckpoint(dest) as second:
-            await second.save(write_tree(tmp_path / "v2", v2))
+            await _save_holding_the_listing(s3_control, second, write_tree(tmp_path / "v2", v2), 3)
+        assert len(s3_control.matching(data_puts)) == 3 + 2
+        assert s3_control.matching(deletes)
         assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000002.json"]
         assert store.data_keys(dest) == store.referenced(dest)
         same = ".aiocheckpoint/" + store.manifest(dest)["files"]["same"]["object"]
         assert same in kept  # still the first save's object
         assert await restore_all(dest, tmp_path / "out2") == v2
-        # The object that saved version 1 guesses version 2, which is stale now.
+        # The object that saved version 1 guesses version 2, now stale: its early upload
+        # is of the one file that differs from version 1, and it is done again.
         v3 = {"same": v1["same"], "changes": b"four"}
-        await first.save(write_tree(tmp_path / "v3", v3))
+        await _save_holding_the_listing(s3_control, first, write_tree(tmp_path / "v3", v3), 1)
+        assert len(s3_control.matching(data_puts)) == 1 + 1
     assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000003.json"]
     assert store.data_keys(dest) == store.referenced(dest)
     assert ".aiocheckpoint/" + store.manifest(dest)["files"]["same"]["object"] == same
     assert await restore_all(dest, tmp_path / "out3") == {**v2, **v3}  # a save merges
+
+
+async def test_cancelling_a_save_while_it_uploads_ahead_leaves_nothing(
+    s3_control, s3, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    files = {"small": b"s", "big.bin": os.urandom(11 * MiB)}
+    parts = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    listing = s3_control.hold(_listing_manifests)
+    upload_parts = s3_control.hold(match("PUT", param="partNumber"))
+    async with AsyncCheckpoint(dest, transfer=parts) as cp:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+                assert await anyio.to_thread.run_sync(upload_parts.wait_for, 1, 10)
+                scope.cancel()
+        s3_control.reset()  # the held requests never reach the store
+    assert Location("s3", tmp_path, s3, bucket).keys(dest) == []
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")

@@ -401,6 +401,7 @@ class AsyncCheckpoint:
             started = time.monotonic()
             surveyed: list[tuple[list[str], list[tuple[str, str]]]] = []
             folders: list[str] = []  # every data folder this save wrote into
+            abandoned = ""  # the one its early upload went to, if the guess was wrong
 
             # Over the network, files go up at once, before the listing of manifests is
             # back: into the folder of the version after the newest this object knows (a
@@ -444,7 +445,7 @@ class AsyncCheckpoint:
                         base, manifests = None, []  # a new local folder
                     version = (base.version if base else 0) + 1
                     old = base.files if base else {}
-                    if speculate and base is guess:
+                    if speculate and base == guess:  # equal, not only the same object
                         await ahead_done.wait()
                         if ahead_error:
                             raise ahead_error[0]
@@ -454,7 +455,7 @@ class AsyncCheckpoint:
                         if speculate:
                             ahead_scope.cancel()
                             await ahead_done.wait()
-                            tg.start_soon(self._discard, store, f"{mf.META}/{folders[0]}")
+                            abandoned = folders[0]
                             log.debug(
                                 "%s changed since this object last saw it: uploading again",
                                 store.describe(mf.MANIFESTS),
@@ -468,49 +469,54 @@ class AsyncCheckpoint:
                 for wrote in folders:
                     await self._discard(store, f"{mf.META}/{wrote}")
                 raise
-            dirs, unfinished = surveyed[0]
-            new = {name: old[name] for name in kept}
-            for u, done in zip(uploads, stored, strict=True):
-                if done.unchanged:
-                    new[u.name] = old[u.name]
-                else:
-                    new[u.name] = mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
-            files = mf.merge(old, new)
-            if (
-                base is not None
-                and files == dict(old)
-                and not _left_above(base.version, dirs, unfinished)
-            ):
-                # Version N already is this checkpoint: committing a copy of it would cost
-                # two requests in sequence (commit, delete N) and change nothing. (What a
-                # crashed save left above N is collected only by a commit above it.)
-                await self._collect_garbage(store, base, manifests, dirs, unfinished)
+            try:
+                dirs, unfinished = surveyed[0]
+                new = {name: old[name] for name in kept}
+                for u, done in zip(uploads, stored, strict=True):
+                    if done.unchanged:
+                        new[u.name] = old[u.name]
+                    else:
+                        new[u.name] = mf.FileEntry(folder + u.name, done.size, to_text(done.crc))
+                files = mf.merge(old, new)
+                if (
+                    base is not None
+                    and files == dict(old)
+                    and not _left_above(base.version, dirs, unfinished)
+                ):
+                    # Version N already is this checkpoint: committing a copy of it would cost
+                    # two requests in sequence (commit, delete N) and change nothing. (What a
+                    # crashed save left above N is collected only by a commit above it.)
+                    await self._collect_garbage(store, base, manifests, dirs, unfinished)
+                    log.info(
+                        "nothing changed since version %d of %s: %d files, nothing committed"
+                        " (%.2fs)",
+                        base.version,
+                        store.describe(),
+                        len(files),
+                        time.monotonic() - started,
+                    )
+                    return
+                manifest = mf.Manifest(version, files)
+                await self._publish(store, manifest, folder)
+                # Uploads listed while this save ran may be its own, done or aborted since.
+                mine = tuple(f"{mf.META}/{wrote}" for wrote in folders)
+                unfinished = [(k, upload) for k, upload in unfinished if not k.startswith(mine)]
+                await self._collect_garbage(store, manifest, manifests, dirs, unfinished)
+                sent = [s for s in stored if not s.unchanged]
                 log.info(
-                    "nothing changed since version %d of %s: %d files, nothing committed (%.2fs)",
-                    base.version,
+                    "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged)"
+                    " in %.2fs",
+                    version,
                     store.describe(),
-                    len(files),
+                    len(manifest.files),
+                    len(sent),
+                    sum(s.size for s in sent),
+                    len(new) - len(sent),
                     time.monotonic() - started,
                 )
-                return
-            manifest = mf.Manifest(version, files)
-            await self._publish(store, manifest, folder)
-            # Uploads listed while this save ran may be its own, completed or aborted since.
-            mine = tuple(f"{mf.META}/{wrote}" for wrote in folders)
-            unfinished = [(key, upload) for key, upload in unfinished if not key.startswith(mine)]
-            await self._collect_garbage(store, manifest, manifests, dirs, unfinished)
-            sent = [s for s in stored if not s.unchanged]
-            log.info(
-                "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged)"
-                " in %.2fs",
-                version,
-                store.describe(),
-                len(manifest.files),
-                len(sent),
-                sum(s.size for s in sent),
-                len(new) - len(sent),
-                time.monotonic() - started,
-            )
+            finally:
+                if abandoned:  # deleted last: a cancelled request may land late
+                    await self._discard(store, f"{mf.META}/{abandoned}")
 
     async def _changed(
         self, uploads: list[Upload], old: Mapping[str, mf.FileEntry]

@@ -30,11 +30,11 @@ class TransferConfig:
     :param part_size: size of one part or range; grown automatically so that a file never
         needs more than 10,000 parts. At least 5 MiB (S3's minimum part size).
     :param max_buffer_bytes: bound on file bytes in transit at once: what uploads have
-        read and not yet sent, and what downloads have asked for and not yet written
-        (a download holds at most 1 MiB of it in memory at a time). Default:
-        ``min(max_concurrency, 12) * max(part_size, multipart_threshold)`` (96 MiB with
-        the other defaults): many small requests may be in flight, but at most 12 parts'
-        or ranges' worth of bytes.
+        read and not yet sent, and what downloads have asked for and not yet written (a
+        download holds at most 4 MiB of it in memory at a time, or all of it if less).
+        Default: ``min(max_concurrency, 12) * max(part_size, multipart_threshold)`` (96
+        MiB with the other defaults): many small requests may be in flight, but at most
+        12 parts' or ranges' worth of bytes.
     :param max_threads: worker threads for local file I/O.
     :raises ValueError: a value is not a positive integer, ``part_size`` is outside
         S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -144,13 +145,24 @@ class Storages:
         await self._stack.aclose()
 
 
+#: A PUT body up to this size goes out with its headers; a bigger one waits for the
+#: server's "100 Continue" first.
+_SEND_AT_ONCE = 1024 * 1024
+
+
 def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
-    """Send each PUT's headers and body at once.
+    """Send a small PUT's headers and body at once.
 
     botocore asks for ``Expect: 100-continue`` on every body it is given as a file
     object, so each PUT would wait for the server's go-ahead before sending its body: one
-    more round trip and one more wake-up per request. The go-ahead spares sending a body
-    the server would refuse; aiocheckpoint's bodies are at most one part, and its
-    requests are refused only on errors.
+    more round trip and one more wake-up per request, which for many small files costs
+    more than the body. A bigger body keeps waiting for the go-ahead: if the server refuses
+    it (wrong credentials or region), the client learns why before sending it, rather
+    than from a connection closed mid-body.
     """
-    params["headers"].pop("Expect", None)
+    body = params.get("body")
+    if isinstance(body, BytesIO):
+        with body.getbuffer() as view:
+            small = view.nbytes <= _SEND_AT_ONCE
+        if small:
+            params["headers"].pop("Expect", None)
