@@ -95,7 +95,7 @@ class Failed(Exception):
 def layout(name: str, quick: bool, big: int) -> tuple[list[tuple[str, int]], str]:
     """The (relative path, size) of every file of a workload, and how it is made."""
     if name == "one-file":
-        # Not a target: what every run pays besides its data (process-side setup, client,
+        # No S3 target: what every run pays besides its data (process-side setup, client,
         # the tool's own requests), to read the other cells against.
         return [("one.bin", KiB)], "1 x 1 KiB: the fixed cost of a run"
     if name == "shards":

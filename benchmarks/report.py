@@ -13,7 +13,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 SYNC, ASYNC, LIMIT, FLYTEKIT = "sync", "async", "limit", "flytekit"
-ONE_FILE = "one-file"  # a diagnostic workload, without targets
+ONE_FILE = "one-file"  # a diagnostic workload: no S3 targets (local ones apply to all)
 #: Requests of an unchanged re-save that wait on each other: only its listings, made at
 #: once (nothing changed, so nothing is committed or deleted).
 RESAVE_ROUND_TRIPS = 1
@@ -212,7 +212,7 @@ def checks(results: Results) -> list[Check]:
     for latency in results.latencies:
         for w in results.workloads:
             if w.name == ONE_FILE:
-                continue  # a diagnostic: the issue sets no target for it
+                continue  # a diagnostic: the issue sets no S3 target for it
             for op in ops:
                 ours = med(latency, w.name, SYNC, op)
                 others = {
