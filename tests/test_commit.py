@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -208,13 +211,13 @@ async def test_a_first_save_uploads_while_the_manifests_are_listed(
     assert await restore_all(dest, tmp_path / "out") == files
 
 
-async def _save_holding_the_listing(s3_control, cp, folder: Path, early: int) -> None:
-    """Save with the listing of manifests held until ``early`` data PUTs have arrived."""
+async def _holding_the_listing(s3_control, save: Callable[[], Awaitable[None]], early: int):
+    """Run ``save`` with the listing of manifests held until ``early`` data PUTs arrived."""
     s3_control.reset()
     listing = s3_control.hold(_listing_manifests)
     puts = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(cp.save, folder)
+        tg.start_soon(save)
         assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
         assert await anyio.to_thread.run_sync(puts.wait_for, early, 10)
         puts.release(forward=True)
@@ -237,7 +240,8 @@ async def test_a_save_whose_guess_of_the_version_is_wrong_starts_over_and_leaves
         # from version 1, uploading only the two files that differ from it.
         v2 = {"same": v1["same"], "changes": b"two", "new": b"three"}
         async with AsyncCheckpoint(dest) as second:
-            await _save_holding_the_listing(s3_control, second, write_tree(tmp_path / "v2", v2), 3)
+            v2_folder = write_tree(tmp_path / "v2", v2)
+            await _holding_the_listing(s3_control, partial(second.save, v2_folder), 3)
         assert len(s3_control.matching(data_puts)) == 3 + 2
         assert s3_control.matching(deletes)
         assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000002.json"]
@@ -248,7 +252,8 @@ async def test_a_save_whose_guess_of_the_version_is_wrong_starts_over_and_leaves
         # The object that saved version 1 guesses version 2, now stale: its early upload
         # is of the one file that differs from version 1, and it is done again.
         v3 = {"same": v1["same"], "changes": b"four"}
-        await _save_holding_the_listing(s3_control, first, write_tree(tmp_path / "v3", v3), 1)
+        v3_folder = write_tree(tmp_path / "v3", v3)
+        await _holding_the_listing(s3_control, partial(first.save, v3_folder), 1)
         assert len(s3_control.matching(data_puts)) == 1 + 1
     assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000003.json"]
     assert store.data_keys(dest) == store.referenced(dest)
@@ -274,3 +279,28 @@ async def test_cancelling_a_save_while_it_uploads_ahead_leaves_nothing(
         s3_control.reset()  # the held requests never reach the store
     assert Location("s3", tmp_path, s3, bucket).keys(dest) == []
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+async def test_a_write_goes_up_while_the_manifests_are_listed_and_again_if_the_guess_fails(
+    s3_control, s3, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    store = Location("s3", tmp_path, s3, bucket)
+    data_puts = match("PUT", path_contains="/.aiocheckpoint/data/")
+    async with AsyncCheckpoint(dest) as first:
+        await _holding_the_listing(s3_control, partial(first.write, b"weights v1"), 1)
+        assert len(s3_control.matching(data_puts)) == 1
+    # A new object guesses a new checkpoint; the stream is read again for version 2.
+    async with AsyncCheckpoint(dest) as second:
+        await _holding_the_listing(s3_control, partial(second.write, b"weights v2"), 1)
+        assert len(s3_control.matching(data_puts)) == 2
+        # A file object is read again from where it stood, not from its start.
+        stream = io.BytesIO(b"skip:weights v3")
+        stream.seek(5)
+        async with AsyncCheckpoint(dest) as third:
+            await third.write(b"weights v2b")  # makes second's guess stale
+        await _holding_the_listing(s3_control, partial(second.save, stream), 1)
+        assert len(s3_control.matching(data_puts)) == 2
+    assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000004.json"]
+    assert store.data_keys(dest) == store.referenced(dest)
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"weights v3"}

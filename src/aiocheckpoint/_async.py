@@ -407,10 +407,11 @@ class AsyncCheckpoint:
             # back: into the folder of the version after the newest this object knows (a
             # new checkpoint if none), leaving out what that version holds. The listing
             # then says whether the guess holds; if not, that upload is cancelled and
-            # deleted, and the save starts over from what is there. Files only: a stream
-            # can be read once.
+            # deleted, and the save starts over from what is there. A stream is read again
+            # from where it started, so one that cannot seek waits for the listing.
             guess = None if store.blocking else self._known_newest(store)
-            speculate = not store.blocking and all(isinstance(u.source, Path) for u in uploads)
+            starts = _stream_starts(uploads)
+            speculate = not store.blocking and starts is not None
             ahead_scope = anyio.CancelScope()
             ahead_done = anyio.Event()
             ahead: list[tuple[list[Upload], list[str], list[Stored]]] = []
@@ -456,6 +457,9 @@ class AsyncCheckpoint:
                             ahead_scope.cancel()
                             await ahead_done.wait()
                             abandoned = folders[0]
+                            for u in uploads:
+                                if starts and not isinstance(u.source, Path):
+                                    u.source.seek(starts[id(u)])  # to be read again
                             log.debug(
                                 "%s changed since this object last saw it: uploading again",
                                 store.describe(mf.MANIFESTS),
@@ -660,6 +664,22 @@ class AsyncCheckpoint:
                     log.debug("aborted unfinished upload of %s", store.describe(key))
         except Exception as exc:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _stream_starts(uploads: list[Upload]) -> dict[int, int] | None:
+    """Where each stream among ``uploads`` starts, by ``id`` of its upload; None if one
+    cannot seek back there."""
+    starts = {}
+    for u in uploads:
+        if isinstance(u.source, Path):
+            continue
+        try:
+            if not u.source.seekable():
+                return None
+            starts[id(u)] = u.source.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+    return starts
 
 
 def _left_above(version: int, dirs: list[str], unfinished: list[tuple[str, str]]) -> bool:
