@@ -19,7 +19,7 @@ other, closer than one run varies on this machine. Then, with aiocheckpoint only
 incremental saves at each latency, memory at ten times the files, local storage against
 ``cp -r``, and the cost of a tiny ``write()``.
 
-To keep a full run near an hour on two cores, three rules, all reported:
+To keep a full run near 80 minutes on two cores, three rules, all reported:
 - a peer (limit included) runs again after its first run only if, in upload or in
   download, it came within ``--rerun-within`` (1.5) x of the fastest first run of that
   cell: a tool 1.5 x slower than the fastest is beyond this machine's noise and cannot be
@@ -304,23 +304,15 @@ class Bench:
                 cell = results.cells.setdefault((latency, workload.name, tool.key), Cell())
                 if repeat == 0 and previous is not None:
                     cell.bound = self.lower_bound((previous, workload.name, tool.key))
-                if cell.bound is not None or cell.error is not None:
-                    continue
-                if repeat > 0 and not self.rerun(latency, workload, tool):
-                    continue
-                self.run_cell(tool, workload, latency, repeat)
+                if self.should_run(latency, workload, tool, repeat):
+                    self.run_cell(tool, workload, latency, repeat)
         # More runs of Sync and Async, back to back with Async first, so that each has
         # ``pair_repeat`` runs and neither always goes first.
         pair = [t for t in tools if t.key in (ASYNC, SYNC)]
         pair.sort(key=lambda t: t.key != ASYNC)
         for repeat in range(results.repeat, results.pair_repeat):
             for tool in pair:
-                cell = results.cells[latency, workload.name, tool.key]
-                if (
-                    cell.bound is None
-                    and cell.error is None
-                    and self.rerun(latency, workload, tool)
-                ):
+                if self.should_run(latency, workload, tool, repeat):
                     self.run_cell(tool, workload, latency, repeat)
         print("\n" + "\n".join(report.cell_table(results, latency, workload)) + "\n", flush=True)
 
@@ -340,6 +332,14 @@ class Bench:
             f"{latency:g} ms  {workload.name:<10} {tool.name:<20} run {repeat + 1}: "
             f"up {up.seconds:6.2f} s  down {down.seconds:6.2f} s  verified"
         )
+
+    def should_run(self, latency: float, workload: Workload, tool: Tool, repeat: int) -> bool:
+        """Whether the cell runs its run number ``repeat`` (from 0): never if it is skipped or
+        failed, again only by the rules of :meth:`rerun`."""
+        cell = self.results.cells[latency, workload.name, tool.key]
+        if cell.bound is not None or cell.error is not None:
+            return False
+        return repeat == 0 or self.rerun(latency, workload, tool)
 
     def rerun(self, latency: float, workload: Workload, tool: Tool) -> bool:
         """Whether a cell that has run once runs again (the rules in the module doc)."""

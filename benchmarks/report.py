@@ -226,10 +226,9 @@ def checks(results: Results) -> list[Check]:
                     ok = ours <= 1.1 * others[best]
                     measured = f"{ours:.2f} s = {ours / others[best]:.2f} x {names[best]}"
                     if not ok:
-                        measured += "; " + cpu_story(
-                            results, (latency, w.name), op, {SYNC: "Sync", best: names[best]}
-                        )
-                        fixed = fixed_story(results, latency, op, (SYNC, best))
+                        pair = {SYNC: "Sync", best: names[best]}
+                        measured += "; " + cpu_story(results, (latency, w.name), op, pair)
+                        fixed = fixed_story(results, latency, op, pair)
                         if fixed:
                             measured += "; " + fixed
                     out.append(
@@ -428,17 +427,17 @@ def cpu_story(results: Results, at: tuple[float, str], op: str, tools: dict[str,
     return "client + server: " + ", ".join(parts)
 
 
-def fixed_story(results: Results, latency: float, op: str, tools: tuple[str, str]) -> str:
-    """The two tools' medians for one file at ``latency``, if measured: what each run
-    pays besides its data."""
-    ours, best = (results.cells.get((latency, ONE_FILE, key)) for key in tools)
-    if ours is None or best is None:
-        return ""
-    a, b = cell_median(ours, op), cell_median(best, op)
-    if a is None or b is None:
-        return ""
-    names = {t.key: t.name for t in results.tools}
-    return f"one file (the fixed cost of a run): Sync {a:.2f} s, {names[tools[1]]} {b:.2f} s"
+def fixed_story(results: Results, latency: float, op: str, tools: dict[str, str]) -> str:
+    """The tools' medians for one file at ``latency``, if measured: what each run pays
+    besides its data."""
+    parts = []
+    for key, name in tools.items():
+        cell = results.cells.get((latency, ONE_FILE, key))
+        seconds = None if cell is None else cell_median(cell, op)
+        if seconds is None:
+            return ""
+        parts.append(f"{name} {seconds:.2f} s")
+    return "one file (the fixed cost of a run): " + ", ".join(parts)
 
 
 def spread_story(results: Results, at: tuple[float, str], op: str) -> str:

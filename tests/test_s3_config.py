@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from _trees import restore_all
+from _trees import restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, TransferConfig
 
@@ -40,15 +40,11 @@ async def test_small_puts_send_their_body_without_waiting_for_100_continue(
 ):
     # Waiting for the server's "100 Continue" costs every PUT one more round trip; a big
     # body still waits for it, to learn why the server refuses it before sending it.
-    src = tmp_path / "src"
-    (src / "sub").mkdir(parents=True)
     tree = {"small.txt": b"tiny", "sub/big.bin": os.urandom(11 * MiB)}
-    for rel, data in tree.items():
-        (src / rel).write_bytes(data)
     dest = f"s3://{bucket}/cp"
     parts = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
     async with AsyncCheckpoint(dest, transfer=parts) as cp:
-        await cp.save(src)
+        await cp.save(write_tree(tmp_path / "src", tree))
     puts = [r for r in s3_control.requests if r.method == "PUT" and "/cp/" in r.path]
     # the small file, three parts of the big one (5, 5 and 1 MiB), the manifest
     assert len(puts) == 5

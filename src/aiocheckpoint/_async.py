@@ -414,8 +414,7 @@ class AsyncCheckpoint:
             speculate = not store.blocking and starts is not None
             ahead_scope = anyio.CancelScope()
             ahead_done = anyio.Event()
-            ahead: list[tuple[list[Upload], list[str], list[Stored]]] = []
-            ahead_error: list[Exception] = []
+            ahead: list[tuple[list[Upload], list[str], list[Stored]] | Exception] = []
 
             async def survey() -> None:
                 surveyed.append(await self._survey(store))
@@ -427,7 +426,7 @@ class AsyncCheckpoint:
                         stored = await self._engine.upload(store, f"{mf.META}/{folder}", todo)
                         ahead.append((todo, kept, stored))
                 except Exception as exc:  # only raised if the guess holds
-                    ahead_error.append(exc)
+                    ahead.append(exc)
                 finally:
                     ahead_done.set()
 
@@ -448,8 +447,8 @@ class AsyncCheckpoint:
                     old = base.files if base else {}
                     if speculate and base == guess:  # equal, not only the same object
                         await ahead_done.wait()
-                        if ahead_error:
-                            raise ahead_error[0]
+                        if isinstance(ahead[0], Exception):
+                            raise ahead[0]
                         folder = folders[0]
                         uploads, kept, stored = ahead[0]
                     else:
@@ -457,9 +456,8 @@ class AsyncCheckpoint:
                             ahead_scope.cancel()
                             await ahead_done.wait()
                             abandoned = folders[0]
-                            for u in uploads:
-                                if starts and not isinstance(u.source, Path):
-                                    u.source.seek(starts[id(u)])  # to be read again
+                            for stream, start in starts or ():
+                                stream.seek(start)  # to be read again
                             log.debug(
                                 "%s changed since this object last saw it: uploading again",
                                 store.describe(mf.MANIFESTS),
@@ -666,17 +664,17 @@ class AsyncCheckpoint:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
 
 
-def _stream_starts(uploads: list[Upload]) -> dict[int, int] | None:
-    """Where each stream among ``uploads`` starts, by ``id`` of its upload; None if one
-    cannot seek back there."""
-    starts = {}
+def _stream_starts(uploads: list[Upload]) -> list[tuple[BinaryIO, int]] | None:
+    """Each stream among ``uploads`` and the position it starts at; None if one cannot
+    seek back there."""
+    starts = []
     for u in uploads:
         if isinstance(u.source, Path):
             continue
         try:
             if not u.source.seekable():
                 return None
-            starts[id(u)] = u.source.tell()
+            starts.append((u.source, u.source.tell()))
         except (AttributeError, OSError, ValueError):
             return None
     return starts

@@ -49,10 +49,10 @@ _STREAM_GROWTH = 1000
 _PIECE = 1024 * 1024
 
 #: A streamed GET hands what arrived to its writing thread up to this much at a time (or
-#: the whole byte budget, if smaller), so it holds at most this much. Its
-#: range counts whole against the byte budget until it is written, so bigger hand-offs
-#: cost no memory beyond the budget; they cost fewer thread hand-offs than 1 MiB ones
-#: (restores of 8 MiB objects about 5% faster).
+#: the whole byte budget, if smaller), so it holds at most this much. Its range counts
+#: whole against the byte budget until it is written, so bigger hand-offs cost no memory
+#: beyond the budget; they cost fewer thread hand-offs than 1 MiB ones (restores of 8 MiB
+#: objects about 5% faster).
 _WRITE_PIECE = 4 * _PIECE
 
 
@@ -454,14 +454,7 @@ class Engine:
                 out.append(Stored(chunk.size, chunk.crc))
             return out
 
-        try:
-            held = await self._budget.acquire(max(item.size for item in batch))
-            try:
-                stored = await self._thread(store)
-            finally:
-                self._budget.release(held)
-        finally:
-            self._slots.release()
+        stored = await self._batch_call(max(item.size for item in batch), store)
         for item in batch:
             key = prefix + item.name
             log.debug("stored %s (%d bytes) as %s", item.name, item.size, storage.describe(key))
@@ -673,10 +666,15 @@ class Engine:
             if bad:
                 raise BaseExceptionGroup("objects missing or corrupt", bad)  # see collapse()
 
+        await self._batch_call(max(item.size for item in batch), copy)
+
+    async def _batch_call(self, largest: int, func: Callable[[], T]) -> T:
+        """Run a batch's ``func`` in a worker thread holding budget for its ``largest``
+        file, then release the slot the batch was handed."""
         try:
-            held = await self._budget.acquire(max(item.size for item in batch))
+            held = await self._budget.acquire(largest)
             try:
-                await self._thread(copy)
+                return await self._thread(func)
             finally:
                 self._budget.release(held)
         finally:
