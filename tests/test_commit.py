@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,6 +22,12 @@ pytestmark = pytest.mark.anyio
 
 
 MiB = 1024 * 1024
+
+
+def _keys(s3, bucket: str) -> list[str]:
+    """The bucket's keys but ``latest.json``, the copy of the newest manifest."""
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    return [k for k in keys if not k.endswith("/.aiocheckpoint/latest.json")]
 
 
 async def test_commit_whose_response_was_lost_is_still_a_commit(s3_control, bucket, tmp_path):
@@ -55,11 +62,11 @@ async def test_failed_commit_keeps_the_previous_version(s3_control, s3, bucket, 
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
     # The failed commit's data stays (its request might still have landed) until the next
     # save, which collects it.
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    keys = _keys(s3, bucket)
     assert len(keys) == 3, keys
     async with AsyncCheckpoint(dest) as cp:
         await cp.write(b"version 3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    keys = _keys(s3, bucket)
     assert len(keys) == 2, keys  # one manifest, one data object
     assert await restore_all(dest, tmp_path / "out2") == {"_dst_cp": b"version 3"}
 
@@ -90,6 +97,64 @@ async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
             hold.release(forward=True)
     assert result == [out]
     assert read_tree(out) == v2
+
+
+_LATEST = ".aiocheckpoint/latest.json"
+
+
+async def test_a_restore_reads_the_newest_manifest_while_it_lists_them(
+    s3_control, s3, bucket, tmp_path
+):
+    # Listing the manifests and then reading the newest would put two round trips before
+    # any data; the commit's copy in latest.json is read while the listing runs.
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+        await cp.save(write_tree(tmp_path / "v2", {"model.bin": b"version 2"}))
+    store = Location("s3", tmp_path, s3, bucket)
+    assert store.read(dest, _LATEST) == store.read(dest, store.manifests(dest)[-1])
+    s3_control.reset()
+    listing = s3_control.hold(_listing_manifests)
+    latest = s3_control.hold(match("GET", path_contains=f"/{_LATEST}"))
+    out = tmp_path / "out"
+    out.mkdir()
+    async with AsyncCheckpoint(f"{dest}-unused", dest) as reader:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader.restore, out)
+            assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+            assert await anyio.to_thread.run_sync(latest.wait_for, 1, 10)
+            latest.release(forward=True)
+            listing.release(forward=True)
+    assert read_tree(out) == {"_dst_cp": b"version 1", "model.bin": b"version 2"}
+    assert not s3_control.matching(match("GET", path_contains="/.aiocheckpoint/manifests/v"))
+
+
+@pytest.mark.parametrize("copy", ["older", "lost the race", "garbage", "missing"])
+async def test_a_restore_reads_the_manifest_itself_when_latest_json_is_not_it(
+    s3_control, s3, bucket, tmp_path, copy
+):
+    # An older save's copy may land last, a writer that lost the race for a version may
+    # have written its own, a bad write may leave anything, and a checkpoint from an
+    # older aiocheckpoint has none.
+    dest = f"s3://{bucket}/cp"
+    store = Location("s3", tmp_path, s3, bucket)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "v1", {"model.bin": b"version 1"}))
+        first = store.read(dest, _LATEST)
+        await cp.save(write_tree(tmp_path / "v2", {"model.bin": b"version 2"}))
+    if copy == "older":
+        store.put(dest, _LATEST, first)
+    elif copy == "lost the race":  # version 2's number, version 1's data
+        doc = json.loads(first)
+        doc["version"] = 2
+        store.put(dest, _LATEST, json.dumps(doc).encode())
+    elif copy == "garbage":
+        store.put(dest, _LATEST, b"{not a manifest")
+    else:
+        store.delete(dest, _LATEST)
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == {"model.bin": b"version 2"}
+    assert s3_control.matching(match("GET", path_contains="/.aiocheckpoint/manifests/v"))
 
 
 @pytest.mark.parametrize("again", [b"version 2", b"version 1"], ids=["changed", "unchanged"])
@@ -176,7 +241,7 @@ async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, t
     listed = s3_control.matching(match("GET", param="uploads"))
     assert listed, "the save did not list unfinished uploads"
     assert not s3_control.matching(match("DELETE", param="uploadId"))  # nothing aborted
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    keys = _keys(s3, bucket)
     assert len(keys) == 2, keys  # the old version's object was collected too
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {

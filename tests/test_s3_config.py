@@ -46,8 +46,8 @@ async def test_small_puts_send_their_body_without_waiting_for_100_continue(
     async with AsyncCheckpoint(dest, transfer=parts) as cp:
         await cp.save(write_tree(tmp_path / "src", tree))
     puts = [r for r in s3_control.requests if r.method == "PUT" and "/cp/" in r.path]
-    # the small file, three parts of the big one (5, 5 and 1 MiB), the manifest
-    assert len(puts) == 5
+    # the small file, three parts of the big one (5, 5 and 1 MiB), the manifest, its copy
+    assert len(puts) == 6
     waited = sorted(r.query for r in puts if r.expect == "100-continue")
     assert [q.split("partNumber=")[1].split("&")[0] for q in waited] == ["1", "2"]
     assert await restore_all(dest, tmp_path / "out") == tree

@@ -22,7 +22,7 @@ from anyio import CapacityLimiter
 from anyio.lowlevel import EventLoopToken, current_token
 
 from . import _manifest as mf
-from ._checksum import to_text
+from ._checksum import crc32, to_text
 from ._config import TransferConfig
 from ._errors import (
     CheckpointClosedError,
@@ -306,7 +306,7 @@ class AsyncCheckpoint:
         """What to fetch: (name, key, size, crc) per file, from the newest manifest or
         from the plain files under the source."""
         try:
-            manifest, _ = await self._newest(store)
+            manifest, _ = await self._newest(store, peek=True)
         except FileNotFoundError as exc:
             raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
         if manifest is not None:
@@ -357,11 +357,29 @@ class AsyncCheckpoint:
 
     # -- save ------------------------------------------------------------------
 
-    async def _newest(self, store: Storage) -> tuple[mf.Manifest | None, list[ObjectInfo]]:
+    async def _newest(
+        self, store: Storage, peek: bool = False
+    ) -> tuple[mf.Manifest | None, list[ObjectInfo]]:
         """The newest committed manifest (or None), and the listing of ``manifests/`` it
-        was found in. Raises FileNotFoundError for a missing local root."""
-        for _ in range(3):
-            listing = await store.list_objects(mf.MANIFESTS)
+        was found in. Raises FileNotFoundError for a missing local root.
+
+        With ``peek``, ``latest.json`` is read while the listing runs: when it is the
+        listed newest manifest, that manifest costs no second request in sequence.
+        """
+        latest: list[bytes | bytearray] = []
+
+        async def read_latest() -> None:
+            try:
+                async with self._engine.slot():
+                    latest.append(await store.get(mf.LATEST))
+            except Exception as exc:  # e.g. written by an older aiocheckpoint: no copy
+                log.debug("no usable %s: %s", store.describe(mf.LATEST), exc)
+
+        for attempt in range(3):
+            async with task_group() as tg:
+                if peek and attempt == 0 and not store.blocking:
+                    tg.start_soon(read_latest)
+                listing = await store.list_objects(mf.MANIFESTS)
             listed = {store.describe(o.key) for o in listing}
             prefix = store.describe(mf.MANIFESTS)
             for url in [u for u in self._manifests if u.startswith(prefix) and u not in listed]:
@@ -372,6 +390,8 @@ class AsyncCheckpoint:
             key = mf.manifest_key(newest)
             try:
                 info = next(o for o in listing if o.key == key)
+                if latest:
+                    self._remember(store, info, latest.pop())
                 return await self._read_manifest(store, info), listing
             except FileNotFoundError:
                 continue  # collected by a newer commit meanwhile: list again
@@ -382,6 +402,13 @@ class AsyncCheckpoint:
         prefix = store.describe(mf.MANIFESTS)
         known = [m for url, (_, m) in self._manifests.items() if url.startswith(prefix)]
         return max(known, key=lambda m: m.version, default=None)
+
+    def _remember(self, store: Storage, info: ObjectInfo, body: bytes | bytearray) -> None:
+        """Keep ``body`` as the manifest ``info`` lists if it is that very object."""
+        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
+        if info.etag and info.etag == md5:
+            url = store.describe(info.key)
+            self._manifests[url] = (md5, mf.decode(body, url))
 
     async def _read_manifest(self, store: Storage, info: ObjectInfo) -> mf.Manifest:
         """A listed manifest. The copy this object read or wrote is used when the listing
@@ -575,9 +602,19 @@ class AsyncCheckpoint:
         """
         key = mf.manifest_key(manifest.version)
         body = mf.encode(manifest)
+
+        async def copy_to_latest() -> None:
+            try:
+                await store.put(mf.LATEST, io.BytesIO(body), crc32(body))
+            except Exception as exc:  # restores then read the manifest itself
+                log.info("could not write %s: %s", store.describe(mf.LATEST), exc)
+
         with anyio.CancelScope(shield=True):
             try:
-                await store.put_exclusive(key, body)
+                async with task_group() as tg:
+                    if not store.blocking:  # for restores over the network, see _manifest
+                        tg.start_soon(copy_to_latest)
+                    await store.put_exclusive(key, body)
                 md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
                 self._manifests[store.describe(key)] = (md5, manifest)
                 return

@@ -4,11 +4,18 @@ Layout under a checkpoint's root (a local folder or an S3 prefix)::
 
     .aiocheckpoint/manifests/v0000000007.json        one per committed version
     .aiocheckpoint/data/0000000007-<token>/<path>    data objects written by that save
+    .aiocheckpoint/latest.json                       a copy of the newest manifest (S3)
 
 A manifest maps every relative path of the checkpoint to its data object (relative to
 ``.aiocheckpoint/``), size and CRC-32. Data objects are never overwritten: each save
 writes under a fresh ``<version>-<token>`` prefix. The manifest is written last, with an
 exclusive create, and that write is the commit.
+
+Over the network, each commit also writes ``latest.json``, a plain copy of its manifest, so
+that a restore can read it while it lists ``manifests/``. A restore trusts the copy only
+when its MD5 is the ETag of the newest listed manifest, that is, when it is byte for byte
+that manifest; otherwise (an older save's copy landed last, a writer lost the race, SSE-KMS
+ETags) it reads the listed manifest as usual.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ FORMAT = 1
 META = ".aiocheckpoint"
 MANIFESTS = f"{META}/manifests/"
 DATA = f"{META}/data/"
+LATEST = f"{META}/latest.json"
 
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
