@@ -348,7 +348,11 @@ class AsyncCheckpoint:
         staging = target / f"{_STAGING}{uuid.uuid4().hex[:12]}"
         await self._thread(staging.mkdir)
         try:
-            downloads = [Download(key, name, staging / name, n, crc) for name, key, n, crc in items]
+            folder = str(staging)
+            downloads = [
+                Download(key, name, os.path.join(folder, name), n, crc)
+                for name, key, n, crc in items
+            ]
             await self._engine.download(store, downloads)
             await self._thread(_move_into, staging, target, [d.name for d in downloads])
         finally:
