@@ -24,10 +24,17 @@ pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
 
 
+_LATEST = ".aiocheckpoint/latest.json"
+
+
 def _keys(s3, bucket: str) -> list[str]:
     """The bucket's keys but ``latest.json``, the copy of the newest manifest."""
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    return [k for k in keys if not k.endswith("/.aiocheckpoint/latest.json")]
+    return [k for k in keys if not k.endswith(f"/{_LATEST}")]
+
+
+def _listing_manifests(request: Request) -> bool:
+    return request.method == "GET" and "/.aiocheckpoint/manifests/" in unquote(request.query)
 
 
 async def test_commit_whose_response_was_lost_is_still_a_commit(s3_control, bucket, tmp_path):
@@ -97,9 +104,6 @@ async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
             hold.release(forward=True)
     assert result == [out]
     assert read_tree(out) == v2
-
-
-_LATEST = ".aiocheckpoint/latest.json"
 
 
 async def test_a_restore_reads_the_newest_manifest_while_it_lists_them(
@@ -247,10 +251,6 @@ async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, t
     assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
         "model.bin": b"2" * (6 * 2**20)
     }
-
-
-def _listing_manifests(request: Request) -> bool:
-    return request.method == "GET" and "/.aiocheckpoint/manifests/" in unquote(request.query)
 
 
 async def test_a_first_save_uploads_while_the_manifests_are_listed(

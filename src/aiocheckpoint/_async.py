@@ -394,9 +394,8 @@ class AsyncCheckpoint:
             key = mf.manifest_key(newest)
             try:
                 info = next(o for o in listing if o.key == key)
-                if latest:
-                    self._remember(store, info, latest.pop())
-                return await self._read_manifest(store, info), listing
+                peeked = latest.pop() if latest else None
+                return await self._read_manifest(store, info, peeked), listing
             except FileNotFoundError:
                 continue  # collected by a newer commit meanwhile: list again
         raise CheckpointError(f"manifests at {store.describe()} keep changing; try again")
@@ -407,23 +406,22 @@ class AsyncCheckpoint:
         known = [m for url, (_, m) in self._manifests.items() if url.startswith(prefix)]
         return max(known, key=lambda m: m.version, default=None)
 
-    def _remember(self, store: Storage, info: ObjectInfo, body: bytes | bytearray) -> None:
-        """Keep ``body`` as the manifest ``info`` lists if it is that very object."""
-        md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        if info.etag and info.etag == md5:
-            url = store.describe(info.key)
-            self._manifests[url] = (md5, mf.decode(body, url))
-
-    async def _read_manifest(self, store: Storage, info: ObjectInfo) -> mf.Manifest:
+    async def _read_manifest(
+        self, store: Storage, info: ObjectInfo, peeked: bytes | bytearray | None = None
+    ) -> mf.Manifest:
         """A listed manifest. The copy this object read or wrote is used when the listing
-        shows that very object (S3: the ETag of a plain PUT is the MD5 of its body)."""
+        shows that very object (S3: the ETag of a plain PUT is the MD5 of its body), and
+        so is ``peeked`` (the body of ``latest.json``) when it is that very object."""
         url = store.describe(info.key)
         known = self._manifests.get(url)
         if known is not None and info.etag and info.etag == known[0]:
             return known[1]
-        body = await store.get(info.key)
+        if peeked is not None and info.etag and info.etag == _md5(peeked):
+            body = peeked
+        else:
+            body = await store.get(info.key)
         manifest = mf.decode(body, url)
-        self._manifests[url] = (hashlib.md5(body, usedforsecurity=False).hexdigest(), manifest)
+        self._manifests[url] = (_md5(body), manifest)
         return manifest
 
     async def _commit(self, uploads: list[Upload]) -> None:
@@ -619,8 +617,7 @@ class AsyncCheckpoint:
                     if not store.blocking:  # for restores over the network, see _manifest
                         tg.start_soon(copy_to_latest)
                     await store.put_exclusive(key, body)
-                md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()
-                self._manifests[store.describe(key)] = (md5, manifest)
+                self._manifests[store.describe(key)] = (_md5(body), manifest)
                 return
             except Exception as exc:
                 error = exc
@@ -703,6 +700,11 @@ class AsyncCheckpoint:
                     log.debug("aborted unfinished upload of %s", store.describe(key))
         except Exception as exc:
             log.warning("could not remove old versions from %s: %s", store.describe(), exc)
+
+
+def _md5(body: bytes | bytearray) -> str:
+    """What S3 reports as the ETag of a plain PUT of ``body``."""
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
 def _stream_starts(uploads: list[Upload]) -> list[tuple[BinaryIO, int]] | None:
