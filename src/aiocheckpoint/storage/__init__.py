@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -87,16 +86,23 @@ class Storages:
         self._threads = threads
         self._stack = AsyncExitStack()
         self._s3_client: Any = None
+        self._s3_session: Any = None
+        self._s3_credentials: Any = None
 
     async def open(self, location: Location) -> Storage:
         if location.scheme == "file":
             return LocalStorage(Path(location.path), self._threads)
-        from ._s3 import S3Storage
+        from ._s3 import S3Storage, no_expect_continue
+        from ._s3_direct import record_put
 
         if self._s3_client is None:
             self._s3_client = await self._stack.enter_async_context(self._s3_client_context())
-            self._s3_client.meta.events.register_last("before-call.s3", _no_expect_continue)
-        return S3Storage(self._s3_client, location.path, location.prefix)
+            events = self._s3_client.meta.events
+            events.register_last("before-call.s3", no_expect_continue)
+            events.register("before-send.s3.PutObject", record_put)
+            # The client's own credentials: it was created without explicit keys.
+            self._s3_credentials = await self._s3_session.get_credentials()
+        return S3Storage(self._s3_client, location.path, location.prefix, self._s3_credentials)
 
     def _s3_client_context(self) -> Any:
         try:
@@ -107,7 +113,7 @@ class Storages:
                 "s3:// checkpoints need aiobotocore: pip install 'aiocheckpoint[s3]'"
             ) from exc
         opts = self._s3_options
-        session = get_session()
+        session = self._s3_session = get_session()
         # Each session would parse botocore's S3 model again (~50 ms); the loader only
         # caches read-only data, so one serves every session of the process.
         global _data_loader
@@ -143,26 +149,3 @@ class Storages:
     async def aclose(self) -> None:
         self._s3_client = None
         await self._stack.aclose()
-
-
-#: A PUT body up to this size goes out with its headers; a bigger one waits for the
-#: server's "100 Continue" first.
-_SEND_AT_ONCE = 1024 * 1024
-
-
-def _no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
-    """Send a small PUT's headers and body at once.
-
-    botocore asks for ``Expect: 100-continue`` on every body it is given as a file
-    object, so each PUT would wait for the server's go-ahead before sending its body: one
-    more round trip and one more wake-up per request, which for many small files costs
-    more than the body. A bigger body keeps waiting for the go-ahead: if the server refuses
-    it (wrong credentials or region), the client learns why before sending it, rather
-    than from a connection closed mid-body.
-    """
-    body = params.get("body")
-    if isinstance(body, BytesIO):
-        with body.getbuffer() as view:
-            small = view.nbytes <= _SEND_AT_ONCE
-        if small:
-            params["headers"].pop("Expect", None)
