@@ -12,10 +12,11 @@ certificate of its own, each request delayed by the latency under test. Each too
 a runner script in peers/ (the protocol is in peers/_runner.py), peers in virtualenvs of
 their own (venvs.py, made on first use in benchmarks/.venvs). For every latency, workload
 and tool: upload to a fresh prefix, download to a fresh folder, check every file byte for
-byte, empty the bucket. The tool order rotates between repeats so that drift hits every
-tool alike. aiocheckpoint's Sync and Async then run back to back, Async first, until each
-has ``--pair-repeat`` (5) runs: they run the same engine and must be within 5% of each
-other, closer than one run varies on this machine. Then, with aiocheckpoint only:
+byte, empty the bucket. A cell runs in ``--pair-repeat`` (5) rounds: aiocheckpoint's Sync
+and Async in every round, taking turns going first (they run the same engine and must be
+within 5% of each other, closer than one run varies on this machine), a peer in
+``--repeat`` (3) of them, spread from the first round to the last; the tool order rotates
+between rounds. So drift in the server's speed hits every tool alike. Then, with aiocheckpoint only:
 incremental saves at each latency, memory at ten times the files, local storage against
 ``cp -r``, and the cost of a tiny ``write()``.
 
@@ -298,20 +299,27 @@ class Bench:
 
     def grid(self, latency: float, previous: float | None, workload: Workload) -> None:
         results, tools = self.results, self.results.tools
-        for repeat in range(results.repeat):
-            shift = repeat * len(tools) // results.repeat
-            for tool in tools[shift:] + tools[:shift]:
+        rounds = results.pair_repeat
+        # Sync and Async run in every round, a peer in ``repeat`` rounds spread from the
+        # first to the last: the server's speed drifts by 10% and more over minutes, and
+        # a peer's runs should see the same stretch of it as aiocheckpoint's.
+        gaps = results.repeat - 1
+        peer_runs = {round(i * (rounds - 1) / gaps) if gaps else 0: i for i in range(gaps + 1)}
+        for number in range(rounds):
+            shift = number * len(tools) // rounds
+            order = tools[shift:] + tools[:shift]
+            slots = [k for k, t in enumerate(order) if t.key in (SYNC, ASYNC)]
+            if len(slots) == 2:  # Sync and Async take turns going first
+                pair = sorted((order[k] for k in slots), key=lambda t: t.key != SYNC)
+                order[slots[0]], order[slots[1]] = pair if number % 2 == 0 else pair[::-1]
+            for tool in order:
+                paired = tool.key in (SYNC, ASYNC)
+                if not paired and number not in peer_runs:
+                    continue
+                repeat = number if paired else peer_runs[number]
                 cell = results.cells.setdefault((latency, workload.name, tool.key), Cell())
                 if repeat == 0 and previous is not None:
                     cell.bound = self.lower_bound((previous, workload.name, tool.key))
-                if self.should_run(latency, workload, tool, repeat):
-                    self.run_cell(tool, workload, latency, repeat)
-        # More runs of Sync and Async, back to back with Async first, so that each has
-        # ``pair_repeat`` runs and neither always goes first.
-        pair = [t for t in tools if t.key in (ASYNC, SYNC)]
-        pair.sort(key=lambda t: t.key != ASYNC)
-        for repeat in range(results.repeat, results.pair_repeat):
-            for tool in pair:
                 if self.should_run(latency, workload, tool, repeat):
                     self.run_cell(tool, workload, latency, repeat)
         print("\n" + "\n".join(report.cell_table(results, latency, workload)) + "\n", flush=True)
@@ -531,10 +539,11 @@ def project_versions() -> str:
 
 def setup_lines(args: argparse.Namespace, server: s3server.Server) -> list[str]:
     pairs = (
-        f" aiocheckpoint's Sync and Async then run {args.pair_repeat - args.repeat} more "
-        f"times each, back to back with Async first, for a median of {args.pair_repeat} "
-        "each: they run the same engine, and one run varies by more than the 5% allowed "
-        "between them."
+        f" aiocheckpoint's Sync and Async run {args.pair_repeat} times each, taking turns "
+        f"going first, in {args.pair_repeat} rounds; a peer in {args.repeat} of them, spread "
+        "from the first to the last, so that drift in the server's speed hits every tool "
+        "alike. Sync and Async run the same engine, and one run varies by more than the 5% "
+        "allowed between them."
         if args.pair_repeat > args.repeat
         else ""
     )
@@ -562,7 +571,7 @@ def setup_lines(args: argparse.Namespace, server: s3server.Server) -> list[str]:
         "on two cores the client shares the CPU with the server.",
         f"Each cell: upload to a fresh prefix, download to a fresh folder, verified byte for "
         f"byte, bucket emptied. Median of {args.repeat} (min–max); the tool order rotates "
-        f"between repeats.{pairs} / Sync and / Async: the tool's median over "
+        f"between rounds.{pairs} / Sync and / Async: the tool's median over "
         "aiocheckpoint's (above 1: slower than aiocheckpoint).",
         "Rules for time (runs = 1 run where one applied): after its first run, a peer (or "
         "limit) runs again only if, in upload or download, it came within "

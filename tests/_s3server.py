@@ -24,6 +24,11 @@ class Request:
     user_agent: str
     range: str = ""
     expect: str = ""
+    sdk_request: str = ""  # botocore's amz-sdk-request header ("attempt=1"), if sent
+
+    @property
+    def by_botocore(self) -> bool:
+        return bool(self.sdk_request)
 
     def has_param(self, name: str) -> bool:
         return any(part.split("=", 1)[0] == name for part in self.query.split("&"))
@@ -178,6 +183,7 @@ class Middleware:
             environ.get("HTTP_USER_AGENT", ""),
             environ.get("HTTP_RANGE", ""),
             environ.get("HTTP_EXPECT", ""),
+            environ.get("HTTP_AMZ_SDK_REQUEST", ""),
         )
         with self._lock:
             self.requests.append(request)
