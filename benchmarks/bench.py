@@ -16,9 +16,9 @@ byte, empty the bucket. A cell runs in ``--pair-repeat`` (5) rounds: aiocheckpoi
 and Async in every round, taking turns going first (they run the same engine and must be
 within 5% of each other, closer than one run varies on this machine), a peer in
 ``--repeat`` (3) of them, spread from the first round to the last; the tool order rotates
-between rounds. So drift in the server's speed hits every tool alike. Then, with aiocheckpoint only:
-incremental saves at each latency, memory at ten times the files, local storage against
-``cp -r``, and the cost of a tiny ``write()``.
+between rounds. So drift in the server's speed hits every tool alike. Then, with
+aiocheckpoint only: incremental saves at each latency, memory at ten times the files, local
+storage against ``cp -r``, and the cost of a tiny ``write()``.
 
 To keep a full run near 80 minutes on two cores, three rules, all reported:
 - a peer (limit included) runs again after its first run only if, in upload or in

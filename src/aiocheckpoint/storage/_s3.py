@@ -62,8 +62,10 @@ class S3Storage:
     async def put(self, key: str, body: BytesIO, crc: int) -> None:
         full, checksum = self._key(key), to_s3(crc)
         direct = self._direct
-        if direct.ready and _small(body) and await direct.put(full, body, checksum):
-            return
+        if direct.ready:
+            size = _size(body)
+            if size <= SEND_AT_ONCE and await direct.put(full, body, size, checksum):
+                return
         async with self._errors("PUT", key):
             with direct.watch(full):
                 await self._client.put_object(
@@ -172,9 +174,10 @@ class S3Storage:
 SEND_AT_ONCE = 1024 * 1024
 
 
-def _small(body: BytesIO) -> bool:
+def _size(body: BytesIO) -> int:
+    """The bytes from ``body``'s position to its end."""
     with body.getbuffer() as view:
-        return view.nbytes - body.tell() <= SEND_AT_ONCE
+        return view.nbytes - body.tell()
 
 
 def no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
@@ -188,7 +191,7 @@ def no_expect_continue(params: dict[str, Any], **kwargs: Any) -> None:
     than from a connection closed mid-body.
     """
     body = params.get("body")
-    if isinstance(body, BytesIO) and _small(body):
+    if isinstance(body, BytesIO) and _size(body) <= SEND_AT_ONCE:
         params["headers"].pop("Expect", None)
 
 

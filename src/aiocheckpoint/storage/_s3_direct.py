@@ -36,7 +36,7 @@ log = logging.getLogger("aiocheckpoint")
 PAUSE = 10.0
 
 _AUTH = re.compile(
-    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)"
+    r"AWS4-HMAC-SHA256 Credential=[^/]+/\d{8}/(?P<region>[^/]+)/(?P<service>[^/]+)"
     r"/aws4_request, ?SignedHeaders=(?P<signed>[^,]+), ?Signature=[0-9a-f]+"
 )
 # What this module sends, and what botocore may add that it need not repeat.
@@ -106,16 +106,15 @@ class DirectPut:
         self._user_agent = headers.get("user-agent", "")
         self._base = url[: -len(quoted)]
 
-    async def put(self, key: str, body: BytesIO, checksum: str) -> bool:
-        """PUT ``body`` (from its position) at ``key``; False if the caller must send it.
+    async def put(self, key: str, body: BytesIO, size: int, checksum: str) -> bool:
+        """PUT ``body`` (``size`` bytes from its position) at ``key``; False if the caller
+        must send it.
 
         The body is back at its position when this returns False.
         """
         assert self._base is not None
         credentials = await self._credentials.get_frozen_credentials()
         start = body.tell()
-        with body.getbuffer() as view:
-            size = view.nbytes - start
         url = self._base + quote(key, safe="/~")
         request = AWSRequest(
             "PUT",
