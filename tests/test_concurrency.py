@@ -112,6 +112,83 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
+DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
+
+
+def small_files(count: int) -> dict[str, bytes]:
+    return {f"d{i % 5}/f{i:03d}.bin": os.urandom(1000 + i) for i in range(count)}
+
+
+async def test_small_files_read_in_batches_still_fill_the_window(s3_control, bucket, tmp_path):
+    # Small files for S3 are read several per worker-thread call; their PUTs still keep
+    # max_concurrency requests in flight, and never more.
+    files = small_files(200)
+    s3_control.delay(0.1)
+    watch = s3_control.watch(DATA_PUT)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert 56 <= watch.max_in_flight <= 64
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
+
+
+async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
+    s3_control, bucket, tmp_path
+):
+    # Batches of small files hold a request slot per file while they wait for room in the
+    # byte budget. Cancelled then, a save gives every slot back: the next save on the same
+    # checkpoint still has all 64.
+    waiting = write_tree(
+        tmp_path / "waiting", {f"f{i:03d}": os.urandom(64 * 1024) for i in range(200)}
+    )
+    files = small_files(200)
+    bounded = TransferConfig(max_buffer_bytes=2 * MiB)  # 32 of the 64 KiB files at once
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
+        for _ in range(3):
+            s3_control.reset()
+            s3_control.delay(5, DATA_PUT)
+            with anyio.move_on_after(0.5):
+                await cp.save(waiting)
+        s3_control.reset()
+        s3_control.delay(0.1, DATA_PUT)
+        watch = s3_control.watch(DATA_PUT)
+        with anyio.fail_after(30):
+            await cp.save(write_tree(tmp_path / "src", files))
+    assert 56 <= watch.max_in_flight <= 64
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
+
+
+async def test_a_small_file_cut_short_during_a_save_fails_it_and_keeps_the_last_version(
+    s3_control, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    files = small_files(200)
+    src = write_tree(tmp_path / "src", files)
+    last = src / "d4/f199.bin"  # read after the first 64 files' PUTs are answered
+    errors: list[CheckpointError] = []
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+        hold = s3_control.hold(DATA_PUT)
+
+        async def save() -> None:
+            try:
+                await cp.save(src)
+            except CheckpointError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            try:
+                assert await anyio.to_thread.run_sync(hold.wait_for, 32)
+                last.write_bytes(b"cut")
+            finally:
+                hold.release(forward=True)
+    assert len(errors) == 1
+    assert str(last) in str(errors[0])
+    assert "changed while being saved (expected 1199 bytes, read 3)" in str(errors[0])
+    async with AsyncCheckpoint(f"s3://{bucket}/unused", dest) as reader:
+        assert await reader.read() == b"version 1"
+
+
 async def test_large_file_goes_multipart_within_the_same_budget(s3_control, bucket, tmp_path, big):
     transfer = TransferConfig(max_concurrency=3, multipart_threshold=5 * MiB, part_size=5 * MiB)
     src = tmp_path / "src"
