@@ -441,15 +441,16 @@ def fixed_story(results: Results, latency: float, op: str, tools: dict[str, str]
 
 
 def spread_story(results: Results, at: tuple[float, str], op: str) -> str:
-    """The runs of Sync and Async in one cell, min–max: whether the gap is within noise."""
-    ranges = {}
-    for key in (SYNC, ASYNC):
-        cell = results.cells[(*at, key)]
-        runs = [o.seconds for o in cell.runs(op)]
-        ranges[key] = (min(runs), max(runs))
-    (a, b), (c, d) = ranges[SYNC], ranges[ASYNC]
+    """The runs of Sync and Async in one cell, min–max: whether the gap is within noise;
+    and the median of the ratios of the runs the two made back to back, one per round."""
+    runs = {key: [o.seconds for o in results.cells[(*at, key)].runs(op)] for key in (SYNC, ASYNC)}
+    (a, b), (c, d) = ((min(runs[key]), max(runs[key])) for key in (SYNC, ASYNC))
     overlap = "overlap" if a <= d and c <= b else "do not overlap"
-    return f"runs: Sync {a:.2f}–{b:.2f} s, Async {c:.2f}–{d:.2f} s ({overlap})"
+    paired = median(s / y for s, y in zip(runs[SYNC], runs[ASYNC], strict=False))
+    return (
+        f"runs: Sync {a:.2f}–{b:.2f} s, Async {c:.2f}–{d:.2f} s ({overlap});"
+        f" run by run in the same round, Sync / Async = {paired:.2f} (median)"
+    )
 
 
 def check_table(found: list[Check]) -> list[str]:
