@@ -197,9 +197,15 @@ def _fill(
 
 
 def _read_at(path: Path, offset: int, length: int, body: io.BytesIO | None = None) -> Chunk:
+    """``length`` bytes of ``path`` from ``offset``; fewer means the file changed."""
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
-        return _fill(f.readinto, length, body)
+        chunk = _fill(f.readinto, length, body)
+    if chunk.size != length:
+        raise CheckpointError(
+            f"{path} changed while being saved (expected {length} bytes, read {chunk.size})"
+        )
+    return chunk
 
 
 def _read_stream(stream: BinaryIO, length: int) -> Chunk:
@@ -220,13 +226,6 @@ def _read_stream(stream: BinaryIO, length: int) -> Chunk:
 
 
 _EMPTY = Chunk(io.BytesIO(), 0, 0)
-
-
-def _check_read(path: Path, expected: int, got: int) -> None:
-    if got != expected:
-        raise CheckpointError(
-            f"{path} changed while being saved (expected {expected} bytes, read {got})"
-        )
 
 
 _HASH_BUFFER = 1024 * 1024
@@ -502,7 +501,6 @@ class Engine:
             for item in batch:
                 path = cast(Path, item.source)
                 chunk = _read_at(path, 0, item.size)
-                _check_read(path, item.size, chunk.size)
                 blocking.put_blocking(prefix + item.name, chunk.body, chunk.crc)
                 out.append(Stored(chunk.size, chunk.crc))
             return out
@@ -536,12 +534,10 @@ class Engine:
             bodies = [new_body(items[i].size) for i in batch]  # see new_body()
 
             def read() -> list[Chunk]:
-                chunks = []
-                for i, body in zip(batch, bodies, strict=True):
-                    path = cast(Path, items[i].source)
-                    chunks.append(_read_at(path, 0, items[i].size, body))
-                    _check_read(path, items[i].size, chunks[-1].size)
-                return chunks
+                return [
+                    _read_at(cast(Path, items[i].source), 0, items[i].size, body)
+                    for i, body in zip(batch, bodies, strict=True)
+                ]
 
             chunks = await self._thread(read)
             for i, chunk, bytes_held in zip(batch, chunks, held, strict=True):
@@ -587,7 +583,6 @@ class Engine:
 
         def read(body: io.BytesIO) -> tuple[Chunk, Stored | None]:
             chunk = _read_at(path, 0, size, body)
-            _check_read(path, size, chunk.size)
             if storage.blocking:  # store it from this thread too
                 cast(BlockingStorage, storage).put_blocking(key, chunk.body, chunk.crc)
                 return chunk, Stored(chunk.size, chunk.crc)
@@ -618,7 +613,6 @@ class Engine:
                 held = await self._budget.acquire(length)
                 try:
                     chunk = await self._thread(_read_at, path, offset, length, new_body(length))
-                    _check_read(path, length, chunk.size)
                     await upload.put_part(number, offset, chunk.body, chunk.crc)
                     parts[number] = (chunk.crc, length)
                 finally:
