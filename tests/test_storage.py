@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from collections.abc import AsyncIterator
 
 import pytest
 from anyio import CapacityLimiter
 
-from aiocheckpoint.storage import S3Options, Storage, Storages, parse_location
+from aiocheckpoint import CheckpointError
+from aiocheckpoint.storage import FileCopy, S3Options, Storage, Storages, parse_location
 
 pytestmark = pytest.mark.anyio
 MiB = 1024 * 1024
@@ -37,24 +39,51 @@ async def test_objects_round_trip_whole_and_in_ranges(store):
     assert listed == {("a/b.bin", 10), ("a/empty", 0)}
 
 
-async def read_stream(store: Storage, key: str, *args: int) -> tuple[int, list[bytes]]:
-    async with store.reader(key, *args) as body:
-        pieces = []
-        while piece := await body.read(3):
-            assert len(piece) <= 3
-            pieces.append(piece)
-        assert await body.read(3) == b""  # and it stays at the end
-        return body.size, pieces
+async def test_files_round_trip_a_batch_at_a_time(store, tmp_path):
+    data = {f"f{i}.bin": bytes([i]) * (i * 1000) for i in range(5)}
+    for name, content in data.items():
+        (tmp_path / name).write_bytes(content)
+    sent = [FileCopy(f"d/{name}", str(tmp_path / name), len(c)) for name, c in data.items()]
+    assert await store.put_files(sent) == [zlib.crc32(c) for c in data.values()]
+    back = [
+        FileCopy(f"d/{name}", str(tmp_path / "out" / "sub" / name), len(c))
+        for name, c in data.items()
+    ]
+    got = await store.get_files([*back, FileCopy("d/missing", str(tmp_path / "no"), 1)])
+    assert got == [(len(c), zlib.crc32(c)) for c in data.values()] + [None]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "sub").iterdir()} == data
+    assert not (tmp_path / "no").exists()
 
 
-async def test_reader_streams_what_get_returns(store):
+async def test_an_object_longer_than_expected_is_counted_not_written(store, tmp_path):
+    await put(store, "long", b"0123456789")
+    [(size, _)] = await store.get_files([FileCopy("long", str(tmp_path / "short"), 4)])
+    assert size > 4
+    assert not (tmp_path / "short").exists()
+
+
+async def test_a_file_changed_while_stored_fails_naming_it(store, tmp_path):
+    (tmp_path / "f").write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match="changed while being saved"):
+        await store.put_files([FileCopy("f", str(tmp_path / "f"), 10)])
+
+
+async def test_get_into_copies_ranges_and_reports_a_longer_object(store, tmp_path):
     await put(store, "a/b.bin", b"0123456789")
-    size, pieces = await read_stream(store, "a/b.bin")
-    assert (size, b"".join(pieces)) == (10, b"0123456789")
-    size, pieces = await read_stream(store, "a/b.bin", 3, 5)
-    assert (size, b"".join(pieces)) == (5, b"34567")
-    size, pieces = await read_stream(store, "a/b.bin", 8)
-    assert (size, b"".join(pieces)) == (2, b"89")
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT)
+    try:
+        assert await store.get_into("a/b.bin", fd, 3, 5) == (zlib.crc32(b"34567"), 5)
+        assert await store.get_into("a/b.bin", fd, 0, 10, whole=True) == (
+            zlib.crc32(b"0123456789"),
+            10,
+        )
+        crc, got = await store.get_into("a/b.bin", fd, 0, 4, whole=True)
+        assert got > 4
+        with pytest.raises(FileNotFoundError, match="not-there"):
+            await store.get_into("not-there", fd, 0, 4, whole=True)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "t").read_bytes() == b"0123456789"
 
 
 async def test_list_dirs_names_the_folders_directly_under_a_prefix(store):
@@ -69,8 +98,7 @@ async def test_missing_key_is_file_not_found_naming_it(store):
     await put(store, "there", b"x")
     with pytest.raises(FileNotFoundError, match="not-there"):
         await store.get("not-there")
-    with pytest.raises(FileNotFoundError, match="not-there"):
-        await read_stream(store, "not-there")
+    assert await store.get_files([FileCopy("not-there", "unused", 1)]) == [None]
 
 
 async def test_exclusive_create_never_replaces(store):

@@ -1,6 +1,6 @@
 """Crash-safe checkpoints of files, folders and bytes to local disk or S3."""
 
-from ._async import AsyncCheckpoint
+from ._checkpoint import AsyncCheckpoint
 from ._config import TransferConfig
 from ._errors import (
     CheckpointClosedError,

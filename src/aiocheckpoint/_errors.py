@@ -39,3 +39,8 @@ class CheckpointClosedError(CheckpointError, RuntimeError):
 
 class StorageError(CheckpointError):
     """The storage backend failed; the original exception is ``__cause__``."""
+
+
+class MissingObjectError(CorruptCheckpointError):
+    """A manifest names an object that is gone (internal: a restore then retries from the
+    newest manifest)."""

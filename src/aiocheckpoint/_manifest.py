@@ -33,6 +33,8 @@ META = ".aiocheckpoint"
 MANIFESTS = f"{META}/manifests/"
 DATA = f"{META}/data/"
 LATEST = f"{META}/latest.json"
+#: A restore downloads into a folder of this name inside its target, then moves files out.
+STAGING = ".aiocheckpoint-restore-"
 
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")

@@ -9,34 +9,19 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from contextlib import AbstractContextManager
+from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
-from ._async import AsyncCheckpoint, PathLike
+from ._checkpoint import AsyncCheckpoint, PathLike
 from ._config import TransferConfig
-from ._errors import CheckpointClosedError
+from ._errors import CheckpointClosedError, CheckpointError
 
 T = TypeVar("T")
-
-_loops: weakref.WeakSet[_Loop] = weakref.WeakSet()
-_checkpoints: weakref.WeakSet[SyncCheckpoint] = weakref.WeakSet()
-_inherited: list[_Loop] = []
-
-
-def _after_fork() -> None:
-    # A lock held by another thread at fork time would never be released in the child.
-    for checkpoint in list(_checkpoints):
-        checkpoint._lock = threading.Lock()
-    # The parent's loops have no thread here: closing one (even by garbage collection of
-    # its portal) would wait forever. Keep them alive and untouched.
-    _inherited.extend(_loops)
-
-
-os.register_at_fork(after_in_child=_after_fork)
 
 
 class Checkpoint(abc.ABC):
@@ -59,24 +44,49 @@ class Checkpoint(abc.ABC):
 
 
 class _Loop:
-    """A portal thread running one AsyncCheckpoint, opened on that thread's loop."""
+    """A daemon thread running an event loop with a portal into it, and one
+    AsyncCheckpoint opened on that loop.
+
+    The thread runs the loop itself rather than through ``start_blocking_portal``: that
+    context manager, dropped in a forked child (where the thread does not exist), would
+    wait forever for the thread to stop the loop. This object holds nothing that does.
+    """
 
     def __init__(self, make: Callable[[], AsyncCheckpoint]) -> None:
         self.pid = os.getpid()
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal(
-            "asyncio", name="aiocheckpoint"
+        ready: Future[BlockingPortal] = Future()
+        self._thread = threading.Thread(
+            target=anyio.run,
+            args=(self._serve, ready),
+            kwargs={"backend": "asyncio"},  # aiohttp needs asyncio
+            daemon=True,
+            name="aiocheckpoint",
         )
-        self.portal = self._portal_cm.__enter__()
+        self._thread.start()
+        self.portal = ready.result()
         try:
             self.checkpoint = self.portal.call(make)
             self._cm = self.portal.wrap_async_context_manager(self.checkpoint)
             self._cm.__enter__()
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            self._stop()
             raise
         self.closed = False
         self._lock = threading.Lock()
-        _loops.add(self)
+
+    @staticmethod
+    async def _serve(ready: Future[BlockingPortal]) -> None:
+        async with BlockingPortal() as portal:
+            ready.set_result(portal)
+            await portal.sleep_until_stopped()
+
+    def _stop(self) -> None:
+        try:
+            self.portal.call(self.portal.stop)
+        except RuntimeError:
+            pass  # stopped already, or called on the loop thread itself
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def close(self) -> None:
         if os.getpid() != self.pid:
@@ -90,10 +100,7 @@ class _Loop:
         except RuntimeError:
             pass  # garbage-collected on the loop thread itself: nothing to do from here
         finally:
-            try:
-                self._portal_cm.__exit__(None, None, None)
-            except RuntimeError:
-                pass
+            self._stop()
 
     def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
         done = threading.Event()
@@ -123,7 +130,8 @@ class SyncCheckpoint(Checkpoint):
     Thread-safe: any number of threads may call one object; saves are committed in
     order. Works when called from a thread that runs its own event loop. Close it (or use
     ``with``) to release connections and the private restore folder; a forgotten close
-    happens at interpreter exit.
+    happens at interpreter exit. A process forked from the one that created it cannot use
+    it (its loop thread is not there): create the object in the child.
 
     Parameters are those of :class:`AsyncCheckpoint`.
     """
@@ -153,27 +161,23 @@ class SyncCheckpoint(Checkpoint):
             botocore_config=botocore_config,
         )
         make()  # argument errors surface here, before a thread starts
-        self._lock = threading.Lock()
         self._loop = _Loop(make)
         self._closed = False
         # A forgotten close() runs when the object is collected or at exit. The loop thread
         # is a daemon (so are the worker threads it starts): exit never waits for it.
         self._finalizer = weakref.finalize(self, self._loop.close)
-        _checkpoints.add(self)
 
     def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""
-        with self._lock:
-            if self._closed:
-                raise CheckpointClosedError(f"{self!r} is closed")
-            if self._loop.pid != os.getpid():
-                # A forked child: the parent's loop thread is not here. Start our own.
-                old = self._loop
-                self._loop = _Loop(old.checkpoint._forked)
-                self._finalizer.detach()
-                self._finalizer = weakref.finalize(self, self._loop.close)
-            loop = self._loop
-        return loop.run(partial(method, loop.checkpoint, *args))
+        if self._closed:
+            raise CheckpointClosedError(f"{self!r} is closed")
+        if self._loop.pid != os.getpid():
+            raise CheckpointError(
+                f"{self!r} was created in process {self._loop.pid} and cannot be used in"
+                f" process {os.getpid()}, forked from it: create the checkpoint object in the"
+                " process that uses it"
+            )
+        return self._loop.run(partial(method, self._loop.checkpoint, *args))
 
     def __repr__(self) -> str:
         return repr(self._loop.checkpoint).replace("AsyncCheckpoint", "SyncCheckpoint", 1)
@@ -186,8 +190,7 @@ class SyncCheckpoint(Checkpoint):
 
     def close(self) -> None:
         """Close the storage clients, the private loop and the restore folder. Idempotent."""
-        with self._lock:
-            self._closed = True
+        self._closed = True
         self._finalizer()
 
     def prev_exists(self) -> bool:

@@ -14,15 +14,14 @@ from urllib.parse import unquote, urlsplit
 
 from anyio import CapacityLimiter
 
-from ._base import BlockingStorage, MultipartUpload, ObjectInfo, ObjectReader, Storage
+from ._base import FileCopy, MultipartUpload, ObjectInfo, Storage
 from ._local import LocalStorage
 
 __all__ = (
-    "BlockingStorage",
+    "FileCopy",
     "Location",
     "MultipartUpload",
     "ObjectInfo",
-    "ObjectReader",
     "Storage",
     "Storages",
     "parse_location",
@@ -76,6 +75,7 @@ class S3Options:
     region_name: str | None = None
     botocore_config: Any = None
     max_pool_connections: int = 10
+    piece: int = 4 * 1024 * 1024  # what one streamed GET holds in memory at most
 
 
 class Storages:
@@ -86,23 +86,17 @@ class Storages:
         self._threads = threads
         self._stack = AsyncExitStack()
         self._s3_client: Any = None
-        self._s3_session: Any = None
-        self._s3_credentials: Any = None
 
     async def open(self, location: Location) -> Storage:
         if location.scheme == "file":
             return LocalStorage(Path(location.path), self._threads)
         from ._s3 import S3Storage, no_expect_continue
-        from ._s3_direct import record_put
 
         if self._s3_client is None:
             self._s3_client = await self._stack.enter_async_context(self._s3_client_context())
-            events = self._s3_client.meta.events
-            events.register_last("before-call.s3", no_expect_continue)
-            events.register("before-send.s3.PutObject", record_put)
-            # The client's own credentials: it was created without explicit keys.
-            self._s3_credentials = await self._s3_session.get_credentials()
-        return S3Storage(self._s3_client, location.path, location.prefix, self._s3_credentials)
+            self._s3_client.meta.events.register_last("before-call.s3", no_expect_continue)
+        opts = self._s3_options
+        return S3Storage(self._s3_client, location.path, location.prefix, self._threads, opts.piece)
 
     def _s3_client_context(self) -> Any:
         try:
@@ -113,7 +107,7 @@ class Storages:
                 "s3:// checkpoints need aiobotocore: pip install 'aiocheckpoint[s3]'"
             ) from exc
         opts = self._s3_options
-        session = self._s3_session = get_session()
+        session = get_session()
         # Each session would parse botocore's S3 model again (~50 ms); the loader only
         # caches read-only data, so one serves every session of the process.
         global _data_loader
@@ -139,7 +133,7 @@ class Storages:
             parameter_validation=False,
         )
         if opts.botocore_config is not None:
-            config = config.merge(opts.botocore_config)
+            config = merge_config(config, opts.botocore_config)
         pool = max(opts.max_pool_connections, config.max_pool_connections or 0)
         config = config.merge(AioConfig(max_pool_connections=pool))
         return session.create_client(
@@ -149,3 +143,18 @@ class Storages:
     async def aclose(self) -> None:
         self._s3_client = None
         await self._stack.aclose()
+
+
+#: Options of botocore's ``Config`` that hold a dict: merged key by key, so that a user's
+#: ``s3={"addressing_style": "path"}`` keeps the other ``s3`` settings.
+_DICT_OPTIONS = ("s3", "retries", "proxies_config")
+
+
+def merge_config(ours: Any, theirs: Any) -> Any:
+    """``theirs`` (a botocore ``Config``) over ``ours``; dict options merged key by key."""
+    merged = ours.merge(theirs)
+    for name in _DICT_OPTIONS:
+        mine, given = getattr(ours, name, None), getattr(theirs, name, None)
+        if isinstance(mine, dict) and isinstance(given, dict):
+            merged = merged.merge(type(ours)(**{name: {**mine, **given}}))
+    return merged

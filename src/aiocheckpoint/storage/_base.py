@@ -3,12 +3,16 @@
 Keys are ``/``-separated and relative to the backend's root (a local folder or an S3
 prefix). A missing key raises the built-in ``FileNotFoundError``; every other failure is
 raised once as ``StorageError`` with the backend's exception as ``__cause__``.
+
+Besides objects as bytes, a backend moves local files: small ones a batch at a time
+(``put_files``, ``get_files``: the local backend copies a batch in one worker-thread call,
+S3 reads or writes it in one and sends one request per file) and big ones a range at a
+time (``get_into``). So the engine never asks which backend it talks to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Protocol
@@ -19,6 +23,15 @@ class ObjectInfo:
     key: str
     size: int
     etag: str = ""  # S3's ETag without quotes (the MD5 of a plain PUT's body); "" locally
+
+
+@dataclass(frozen=True, slots=True)
+class FileCopy:
+    """One small file to store from, or fetch into, a local path."""
+
+    key: str
+    path: str
+    size: int  # what the file holds (put), what the object should hold (get)
 
 
 class MultipartUpload(Protocol):
@@ -33,22 +46,14 @@ class MultipartUpload(Protocol):
         """Discard the parts. Safe to call after a failure at any point."""
 
 
-class ObjectReader(Protocol):
-    """The body of one GET, read piece by piece."""
-
-    #: How many bytes the response holds.
-    size: int
-
-    async def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer when fewer have arrived); ``b""`` at the end."""
-
-
 class Storage(Protocol):
     #: True where "nothing under the root" means the root does not exist (S3 prefixes);
     #: False where an empty root is a real, empty folder (local).
     empty_means_missing: bool
-    #: True for a :class:`BlockingStorage`.
-    blocking: bool
+    #: True where every request waits a network round trip (S3), so that it pays to do
+    #: two things at once: a save uploads while it lists the versions, a restore reads
+    #: ``latest.json`` while it lists them. False where a listing costs less than that.
+    overlaps_listing: bool
 
     def describe(self, key: str = "") -> str:
         """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""
@@ -60,15 +65,29 @@ class Storage(Protocol):
     async def put_exclusive(self, key: str, data: bytes) -> None:
         """Create ``key`` only if it does not exist, else raise ``FileExistsError``."""
 
+    async def put_files(self, files: Sequence[FileCopy]) -> list[int]:
+        """Store each local file as its key; returns their CRC-32s.
+
+        :raises CheckpointError: a file no longer holds ``size`` bytes.
+        """
+
     async def start_multipart(self, key: str) -> MultipartUpload: ...
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         """Read ``length`` bytes from ``start`` (all of it when ``length`` is None)."""
 
-    def reader(
-        self, key: str, start: int = 0, length: int | None = None
-    ) -> AbstractAsyncContextManager[ObjectReader]:
-        """What :meth:`get` reads, as a stream: for bodies too big to hold at once."""
+    async def get_files(self, files: Sequence[FileCopy]) -> list[tuple[int, int] | None]:
+        """Write each object to its local path (its folder made if missing): for each,
+        (bytes, CRC-32), or None for an object that is missing. An object that holds more
+        than ``size`` bytes is not written; its size is all that is returned."""
+
+    async def get_into(
+        self, key: str, fd: int, start: int, length: int, *, whole: bool = False
+    ) -> tuple[int, int]:
+        """Copy ``length`` bytes of the object from ``start`` into the open file ``fd`` at
+        ``start``, holding a bounded piece at a time: (CRC-32, bytes). With ``whole``, the
+        object is expected to end there: more bytes are counted, never written.
+        """
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object whose key starts with ``prefix``.
@@ -92,19 +111,3 @@ class Storage(Protocol):
         """Make every object written so far durable (before a commit)."""
 
     async def aclose(self) -> None: ...
-
-
-class BlockingStorage(Storage, Protocol):
-    """A backend whose calls are blocking file I/O, run in worker threads (local).
-
-    ``put_blocking`` and ``get_blocking`` do what ``put`` and ``get`` do, in the calling
-    worker thread, so that a small file is read and stored in one thread call;
-    ``readinto_blocking`` lets a big one be copied through one reused buffer.
-    """
-
-    def put_blocking(self, key: str, body: BytesIO, crc: int) -> None: ...
-
-    def get_blocking(self, key: str, start: int = 0, length: int | None = None) -> bytes: ...
-
-    def readinto_blocking(self, key: str, start: int, view: memoryview) -> int:
-        """Fill ``view`` with the bytes from ``start`` on; fewer at the end of the object."""

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
 
+from .._checksum import crc32
 from .._errors import StorageError
-from .._io import fill, pwrite_all
+from .._io import fill, pwrite_all, read_at, write_file
 from .._manifest import check_relpath
-from ._base import ObjectInfo, ObjectReader
+from ._base import FileCopy, ObjectInfo
 
 T = TypeVar("T")
+
+#: A big object is copied to its file through one buffer of this size.
+_COPY_BUFFER = 1024 * 1024
 
 
 def _tmp_name(path: Path) -> Path:
@@ -43,7 +46,7 @@ def _fsync_dir(path: Path) -> None:
 
 class LocalStorage:
     empty_means_missing = False
-    blocking = True
+    overlaps_listing = False
 
     def __init__(self, root: Path, limiter: CapacityLimiter) -> None:
         self.root = root
@@ -59,7 +62,8 @@ class LocalStorage:
             raise StorageError(f"refusing key {key!r} under {self.root}: {reason}")
         return self.root / key
 
-    async def _run(self, key: str, func: Callable[[], T]) -> T:
+    async def run(self, key: str, func: Callable[[], T]) -> T:
+        """Run ``func`` in a worker thread, its errors named after ``key``."""
         return await anyio.to_thread.run_sync(self._mapped, key, func, limiter=self._limiter)
 
     def _mapped(self, key: str, func: Callable[[], T]) -> T:
@@ -97,18 +101,38 @@ class LocalStorage:
         return tmp
 
     async def put(self, key: str, body: BytesIO, crc: int) -> None:
-        await anyio.to_thread.run_sync(self.put_blocking, key, body, crc, limiter=self._limiter)
-
-    def put_blocking(self, key: str, body: BytesIO, crc: int) -> None:
         path = self._path(key)
 
         def write() -> None:
             with body.getbuffer() as view:
-                tmp = self._write_new(path, view)
-            os.replace(tmp, path)
-            self._dirty.add(path.parent)
+                self._store(path, view)
 
-        self._mapped(key, write)
+        await self.run(key, write)
+
+    def _store(self, path: Path, data: bytes | memoryview) -> None:
+        os.replace(self._write_new(path, data), path)
+        self.mark_dirty(path.parent)
+
+    def mark_dirty(self, folder: Path) -> None:
+        """``folder``'s entries changed: fsync it before the next commit."""
+        self._dirty.add(folder)
+
+    async def put_files(self, files: Sequence[FileCopy]) -> list[int]:
+        """Read and store the files one after another in one worker-thread call: one
+        hand-off per batch, not per file. Each file's buffer is made and freed in that
+        thread, so glibc reuses the thread's arena."""
+        paths = [self._path(f.key) for f in files]
+
+        def store() -> list[int]:
+            crcs = []
+            for f, path in zip(files, paths, strict=True):
+                chunk = read_at(f.path, 0, f.size)
+                with chunk.body.getbuffer() as view:
+                    self._store(path, view)
+                crcs.append(chunk.crc)
+            return crcs
+
+        return await self.run(files[0].key, store)
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -139,14 +163,9 @@ class LocalStorage:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             return LocalMultipart(self, key, path, tmp, fd)
 
-        return await self._run(key, start)
+        return await self.run(key, start)
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
-        return await anyio.to_thread.run_sync(
-            self.get_blocking, key, start, length, limiter=self._limiter
-        )
-
-    def get_blocking(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self._path(key)
 
         def read() -> bytes:
@@ -155,39 +174,50 @@ class LocalStorage:
                     f.seek(start)
                 return f.read() if length is None else f.read(length)
 
-        return self._mapped(key, read)
+        return await self.run(key, read)
 
-    def readinto_blocking(self, key: str, start: int, view: memoryview) -> int:
+    async def get_files(self, files: Sequence[FileCopy]) -> list[tuple[int, int] | None]:
+        """Copy the objects to their files one after another in one worker-thread call."""
+        paths = [self._path(f.key) for f in files]
+
+        def copy() -> list[tuple[int, int] | None]:
+            out: list[tuple[int, int] | None] = []
+            for f, path in zip(files, paths, strict=True):
+                try:
+                    with open(path, "rb") as src:
+                        data = src.read(f.size + 1)
+                except FileNotFoundError:
+                    out.append(None)
+                    continue
+                out.append((len(data), 0 if len(data) > f.size else write_file(f.path, data)))
+            return out
+
+        return await self.run(files[0].key, copy)
+
+    async def get_into(
+        self, key: str, fd: int, start: int, length: int, *, whole: bool = False
+    ) -> tuple[int, int]:
         path = self._path(key)
 
-        def read() -> int:
-            with open(path, "rb", buffering=0) as f:
+        def copy() -> tuple[int, int]:
+            crc = got = 0
+            with (
+                open(path, "rb", buffering=0) as f,
+                memoryview(bytearray(min(length, _COPY_BUFFER) or 1)) as view,
+            ):
                 f.seek(start)
-                return fill(f.readinto, view)
+                while got < length:
+                    n = fill(f.readinto, view[: min(len(view), length - got)])
+                    if not n:
+                        break
+                    crc = crc32(view[:n], crc)
+                    pwrite_all(fd, view[:n], start + got)
+                    got += n
+                if whole and got == length:
+                    got += len(f.read(1))
+            return crc, got
 
-        return self._mapped(key, read)
-
-    @asynccontextmanager
-    async def reader(
-        self, key: str, start: int = 0, length: int | None = None
-    ) -> AsyncIterator[ObjectReader]:
-        path = self._path(key)
-
-        def open_at() -> _FileReader:
-            f = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
-            try:
-                size = max(0, os.fstat(f.fileno()).st_size - start)
-                f.seek(start)
-            except BaseException:
-                f.close()
-                raise
-            return _FileReader(self, key, f, size if length is None else min(size, length))
-
-        opened = await self._run(key, open_at)
-        try:
-            yield opened
-        finally:
-            opened.file.close()  # a read-only file: closing it does not wait on the disk
+        return await self.run(key, copy)
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
@@ -210,7 +240,7 @@ class LocalStorage:
             out.sort(key=lambda info: info.key)
             return out
 
-        return await self._run(prefix, walk)
+        return await self.run(prefix, walk)
 
     async def list_dirs(self, prefix: str) -> list[str]:
         folder = self._path(prefix.rstrip("/"))
@@ -223,7 +253,7 @@ class LocalStorage:
                 return []
             return sorted(f"{prefix}{name}/" for name in names)
 
-        return await self._run(prefix, scan)
+        return await self.run(prefix, scan)
 
     async def delete(self, keys: Sequence[str]) -> None:
         paths = [self._path(key) for key in keys]
@@ -245,7 +275,7 @@ class LocalStorage:
                         break
                     folder = folder.parent
 
-        await self._run(keys[0] if keys else "", remove)
+        await self.run(keys[0] if keys else "", remove)
 
     async def list_uploads(self, prefix: str) -> list[tuple[str, str]]:
         return []  # an unfinished local upload is a temp file, listed and collected as one
@@ -260,7 +290,7 @@ class LocalStorage:
             for folder in dirty:
                 _fsync_dir(folder)
 
-        await self._run("", flush)
+        await self.run("", flush)
 
     async def aclose(self) -> None:
         pass
@@ -281,7 +311,7 @@ class LocalMultipart:
             with body.getbuffer() as view:
                 pwrite_all(self._fd, view, offset)
 
-        await self._store._run(self._key, write)
+        await self._store.run(self._key, write)
 
     async def complete(self) -> None:
         def finish() -> None:
@@ -289,9 +319,9 @@ class LocalMultipart:
             os.close(self._fd)
             self._fd = -1
             os.replace(self._tmp, self._path)
-            self._store._dirty.add(self._path.parent)
+            self._store.mark_dirty(self._path.parent)
 
-        await self._store._run(self._key, finish)
+        await self._store.run(self._key, finish)
 
     async def abort(self) -> None:
         def discard() -> None:
@@ -300,17 +330,4 @@ class LocalMultipart:
                 self._fd = -1
             self._tmp.unlink(missing_ok=True)
 
-        await self._store._run(self._key, discard)
-
-
-class _FileReader:
-    def __init__(self, store: LocalStorage, key: str, file: BinaryIO, size: int) -> None:
-        self._store = store
-        self._key = key
-        self.file = file
-        self.size = self._left = size
-
-    async def read(self, n: int) -> bytes:
-        data = await self._store._run(self._key, lambda: self.file.read(min(n, self._left)))
-        self._left -= len(data)
-        return data
+        await self._store.run(self._key, discard)

@@ -1,0 +1,235 @@
+"""AsyncCheckpoint: the public API and its lifecycle. Each operation is a room of its own
+(``_commit``, ``_restore``); this class opens storage, checks state and delegates."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import EventLoopToken, current_token
+
+from . import _scan
+from ._catalog import Catalog
+from ._commit import Save
+from ._config import TransferConfig
+from ._engine import Engine, Upload
+from ._errors import CheckpointClosedError, CheckpointError
+from ._restore import restore_into
+from .storage import Location, S3Options, Storage, Storages, parse_location
+
+PathLike = str | os.PathLike[str]
+
+
+class AsyncCheckpoint:
+    """A checkpoint to ``await``: restore the previous one, save new versions.
+
+    :param checkpoint_dest: where saves go: a local path, ``file://`` URL or
+        ``s3://bucket/prefix``.
+    :param checkpoint_src: the previous checkpoint to restore from (same forms), or
+        None / ``""`` for none.
+    :param transfer: concurrency, part sizes and memory bound.
+    :param keep_versions: committed versions kept at ``checkpoint_dest`` after a save.
+    :param endpoint_url: S3 endpoint (default: ``AWS_ENDPOINT_URL_S3`` /
+        ``AWS_ENDPOINT_URL`` / AWS).
+    :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
+    :param botocore_config: a ``botocore.config.Config`` merged over the defaults (dict
+        options such as ``s3`` and ``retries`` key by key).
+    :raises ValueError: an unsupported URL scheme or a bad option.
+    """
+
+    SRC_LOCAL_FOLDER = "prev_cp"
+    TMP_DST_PATH = _scan.STREAM_NAME
+
+    def __init__(
+        self,
+        checkpoint_dest: PathLike,
+        checkpoint_src: PathLike | None = None,
+        *,
+        transfer: TransferConfig | None = None,
+        keep_versions: int = 1,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        botocore_config: Any = None,
+    ) -> None:
+        self._dest = parse_location(checkpoint_dest, "checkpoint_dest")
+        no_src = checkpoint_src is None or (isinstance(checkpoint_src, str) and not checkpoint_src)
+        self._src = None if no_src else parse_location(checkpoint_src, "checkpoint_src")  # type: ignore[arg-type]
+        if transfer is None:
+            transfer = TransferConfig()
+        elif not isinstance(transfer, TransferConfig):
+            raise TypeError(f"transfer must be a TransferConfig, not {type(transfer).__name__}")
+        if (
+            not isinstance(keep_versions, int)
+            or isinstance(keep_versions, bool)
+            or keep_versions < 1
+        ):
+            raise ValueError(f"keep_versions must be a positive integer, got {keep_versions!r}")
+        self._keep = keep_versions
+        self._threads = CapacityLimiter(transfer.max_threads)
+        self._engine = Engine(transfer, self._threads)
+        self._catalog = Catalog(self._engine)
+        s3 = S3Options(endpoint_url, region_name, botocore_config, transfer.max_concurrency)
+        self._storages = Storages(s3, self._threads)
+        self._opened: dict[Location, Storage] = {}
+        self._open_lock = anyio.Lock()
+        self._save_lock = anyio.Lock()
+        self._restore_lock = anyio.Lock()
+        self._restored: Path | None = None
+        self._tmpdir: Path | None = None
+        self._closed = False
+        self._loop: EventLoopToken | None = None
+
+    def __repr__(self) -> str:
+        src = str(self._src) if self._src else None
+        return f"{type(self).__name__}(checkpoint_dest={str(self._dest)!r}, checkpoint_src={src!r})"
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncCheckpoint:
+        await self._storage(self._dest)
+        if self._src is not None:
+            await self._storage(self._src)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the storage clients and remove the private restore folder. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            # Let saves and restores under way (from other threads, or tasks) finish first.
+            async with self._save_lock, self._restore_lock:
+                pass
+            self._opened.clear()
+            await self._storages.aclose()
+            if self._tmpdir is not None:
+                await self._thread(shutil.rmtree, self._tmpdir, True)
+                self._tmpdir = None
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise CheckpointClosedError(f"{self!r} is closed")
+
+    def _check_open(self) -> None:
+        """Not closed, and on the event loop it first ran on."""
+        self._check_closed()
+        loop = current_token()
+        if self._loop is None:
+            self._loop = loop
+        elif loop != self._loop:
+            # Its client, locks and limiters belong to the loop it first ran on.
+            raise CheckpointError(
+                f"{self!r} was first used on another event loop; create one"
+                " AsyncCheckpoint per event loop (or use SyncCheckpoint)"
+            )
+
+    async def _storage(self, location: Location) -> Storage:
+        self._check_open()
+        async with self._open_lock:
+            if location not in self._opened:
+                self._opened[location] = await self._storages.open(location)
+            return self._opened[location]
+
+    async def _thread(self, func: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    # -- the checkpoint API ----------------------------------------------------
+
+    def prev_exists(self) -> bool:
+        """True if a previous checkpoint (``checkpoint_src``) was given. No I/O."""
+        self._check_closed()
+        return self._src is not None
+
+    async def restore(self, path: PathLike | None = None) -> Path | None:
+        """Download the previous checkpoint into ``path`` and return it.
+
+        Only the first call downloads; later calls return the first call's folder.
+
+        :param path: an existing directory, or None for a private temp folder
+            (``<tmp>/prev_cp``) removed on close.
+        :return: the folder, or None when there is no previous checkpoint.
+        :raises ValueError: ``path`` is not an existing directory.
+        :raises CheckpointNotFoundError: the source holds no checkpoint.
+        :raises CorruptCheckpointError: a file is missing or does not match the manifest.
+        """
+        self._check_open()
+        if self._src is None:
+            return None
+        async with self._restore_lock:
+            if self._restored is None:
+                self._restored = await self._restore_once(path, await self._storage(self._src))
+            return self._restored
+
+    async def _restore_once(self, path: PathLike | None, store: Storage) -> Path:
+        if path is not None:
+            target = Path(os.fspath(path))
+            if not await self._thread(target.is_dir):
+                raise ValueError(
+                    "Checkpoints can be restored to a directory only."
+                    f" {target} is not an existing directory."
+                )
+            await restore_into(store, self._engine, self._catalog, target)
+            return target
+        self._tmpdir = Path(await self._thread(tempfile.mkdtemp, None, "aiocheckpoint-"))
+        target = self._tmpdir / self.SRC_LOCAL_FOLDER
+        try:
+            await self._thread(target.mkdir)
+            await restore_into(store, self._engine, self._catalog, target)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._thread(shutil.rmtree, self._tmpdir, True)
+            self._tmpdir = None
+            raise
+        return target
+
+    async def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
+        """Save a file, a folder's contents or a binary file object, as a new version.
+
+        The new version holds everything saved before plus ``cp``; a path saved again
+        replaces its earlier content. If that is what the newest version already holds,
+        nothing is committed. A file is stored under its name, a folder's files
+        under their paths relative to it, a file object as ``_dst_cp``.
+
+        :raises ValueError: ``cp`` is of another type, or a folder holds a symlink that
+            points outside it, or something that is not a regular file.
+        :raises FileNotFoundError: ``cp`` does not exist.
+        :raises CheckpointError: another writer committed to the same dest meanwhile.
+        """
+        self._check_open()
+        await self._save(await _scan.uploads(cp, self._threads))
+
+    async def write(self, b: bytes | bytearray | memoryview) -> None:
+        """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``
+        (nothing is committed if the newest version already holds these bytes there).
+
+        :raises TypeError: ``b`` is not bytes-like.
+        """
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
+        self._check_open()
+        await self._save([Upload(self.TMP_DST_PATH, io.BytesIO(bytes(b)))])
+
+    async def read(self) -> bytes | None:
+        """Restore, then return the one file's bytes (None if the checkpoint is empty).
+
+        :raises ValueError: the checkpoint holds more than one file.
+        """
+        path = await self.restore()
+        if path is None:
+            return None
+        return await self._thread(_scan.read_single, path)  # type: ignore[no-any-return]
+
+    async def _save(self, items: list[Upload]) -> None:
+        async with self._save_lock:
+            store = await self._storage(self._dest)
+            await Save(store, self._engine, self._catalog, self._keep, items).run()

@@ -1,0 +1,44 @@
+"""The transfer engine: moves many files, and the parts of big ones, under one budget of
+request slots and bytes (see ``_permits``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import CapacityLimiter
+
+from .._config import TransferConfig
+from ..storage import Storage
+from ._downloads import Downloader
+from ._items import Download, Stored, Upload
+from ._permits import Limits, batches
+from ._uploads import Uploader
+
+__all__ = ("Download", "Engine", "Stored", "Upload", "batches")
+
+
+class Engine:
+    """Uploads and downloads of one checkpoint object, sharing its limits and threads."""
+
+    def __init__(self, config: TransferConfig, threads: CapacityLimiter) -> None:
+        self.config = config
+        self.threads = threads
+        self.limits = Limits(config)
+
+    @asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        """One request slot, for a request made outside the engine (a listing, a
+        manifest)."""
+        async with self.limits.permit():
+            yield
+
+    async def upload(self, storage: Storage, prefix: str, items: list[Upload]) -> list[Stored]:
+        """Store every item under ``prefix + item.name``; returns what was stored, in the
+        order given."""
+        uploader = Uploader(self.config, self.limits, self.threads, storage, prefix)
+        return await uploader.run(items)
+
+    async def download(self, storage: Storage, items: list[Download]) -> None:
+        """Fetch every item into its target path, verifying size and CRC-32 where known."""
+        await Downloader(self.config, self.limits, self.threads, storage).run(items)

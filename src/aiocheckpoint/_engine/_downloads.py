@@ -1,0 +1,149 @@
+"""Downloads: small objects a batch at a time, big ones whole or in ranges, verified."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.abc import TaskStatus
+
+from .._checksum import combine_parts
+from .._config import TransferConfig
+from .._errors import CorruptCheckpointError, MissingObjectError
+from .._io import open_target
+from .._tasks import task_group
+from ..storage import FileCopy, Storage
+from ._items import Download
+from ._permits import SMALL, Limits
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+log = logging.getLogger("aiocheckpoint")
+T = TypeVar("T")
+
+
+class Downloader:
+    """Fetches items into their target paths, verifying size and CRC-32 where known."""
+
+    def __init__(
+        self, config: TransferConfig, limits: Limits, threads: CapacityLimiter, storage: Storage
+    ) -> None:
+        self._config = config
+        self._limits = limits
+        self._threads = threads
+        self._storage = storage
+
+    async def run(self, items: list[Download]) -> None:
+        sizes = [item.size if item.size <= SMALL else None for item in items]
+        async with task_group() as tg:
+            for batch in self._limits.batches(sizes):
+                first = items[batch[0]]
+                if first.size <= SMALL:
+                    await tg.start(self._small, [items[i] for i in batch])
+                elif first.size <= self._config.multipart_threshold:
+                    await tg.start(self._whole, first)
+                else:
+                    await tg.start(self._ranges, first)
+
+    async def _small(self, batch: list[Download], *, task_status: TaskStatus[None]) -> None:
+        """A batch in one call of the backend. A missing or corrupt object does not stop
+        the rest: the error names every one, as one task per object would."""
+        copies = [FileCopy(item.key, item.target, item.size) for item in batch]
+        async with self._limits.permit(len(batch), sum(item.size for item in batch)):
+            task_status.started()
+            got = await self._storage.get_files(copies)
+        bad: list[CorruptCheckpointError] = []
+        for item, result in zip(batch, got, strict=True):
+            try:
+                if result is None:
+                    raise self._missing(item)
+                self._verify(item, *result)
+            except CorruptCheckpointError as exc:
+                bad.append(exc)
+        if len(bad) == 1:
+            raise bad[0]
+        if bad:
+            raise BaseExceptionGroup("objects missing or corrupt", bad)  # see collapse()
+
+    async def _whole(self, item: Download, *, task_status: TaskStatus[None]) -> None:
+        """One GET, written as it arrives."""
+        async with self._limits.permit(1, item.size):
+            task_status.started()
+            fd = await self._thread(open_target, item.target, item.size)
+            try:
+                crc, got = await self._get_into(item, fd, 0, item.size, whole=True)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._thread(os.close, fd)
+        self._verify(item, got, crc)
+
+    async def _ranges(self, item: Download, *, task_status: TaskStatus[None]) -> None:
+        """Concurrent ranged GETs, each under a permit of its own."""
+        part = self._config.part_size_for(item.size)
+        fd = await self._thread(open_target, item.target, item.size)
+        pieces: dict[int, tuple[int, int]] = {}
+        try:
+            async with task_group() as tg:
+                for offset in range(0, item.size, part):
+                    length = min(part, item.size - offset)
+                    await tg.start(self._range, item, fd, offset, length, pieces)
+                    if not offset:
+                        task_status.started()  # the next file waits for this one's first
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._thread(os.close, fd)
+        crc = combine_parts([pieces[o] for o in sorted(pieces)])
+        self._verify(item, sum(length for _, length in pieces.values()), crc)
+
+    async def _range(
+        self,
+        item: Download,
+        fd: int,
+        offset: int,
+        length: int,
+        pieces: dict[int, tuple[int, int]],
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        async with self._limits.permit(1, length):
+            task_status.started()
+            pieces[offset] = await self._get_into(item, fd, offset, length)
+
+    async def _get_into(
+        self, item: Download, fd: int, offset: int, length: int, *, whole: bool = False
+    ) -> tuple[int, int]:
+        try:
+            return await self._storage.get_into(item.key, fd, offset, length, whole=whole)
+        except FileNotFoundError as exc:
+            raise self._missing(item) from exc
+
+    def _missing(self, item: Download) -> MissingObjectError:
+        url = self._storage.describe(item.key)
+        return MissingObjectError(f"{item.name}: object {url} is missing")
+
+    def _verify(self, item: Download, size: int, crc: int) -> None:
+        url = self._storage.describe(item.key)
+        if size > item.size:
+            raise CorruptCheckpointError(
+                f"{item.name}: expected {item.size} bytes, {url} holds more"
+            )
+        if size < item.size:
+            raise CorruptCheckpointError(
+                f"{item.name}: expected {item.size} bytes, got {size} from {url}"
+            )
+        if item.crc is not None and crc != item.crc:
+            raise CorruptCheckpointError(
+                f"{item.name}: checksum mismatch (expected crc32 {item.crc:08x}, got {crc:08x})"
+                f" in {url}"
+            )
+        log.debug("fetched %s (%d bytes) from %s", item.name, size, url)
+
+    async def _thread(self, func: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)

@@ -1,0 +1,36 @@
+"""What the engine moves: uploads (a file or a stream), what was stored, downloads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    size: int
+    crc: int
+    unchanged: bool = False  # the same as ``Upload.previous``: nothing was stored
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One thing to store: a file path, or a binary stream."""
+
+    name: str  # the relative path in the checkpoint; the key is a prefix plus this
+    source: Path | BinaryIO
+    size: int = -1  # known for paths
+    #: For a stream: what the previous version holds at this name. A stream that turns
+    #: out to be that content (same size and CRC-32) is not stored again. (Files are
+    #: checked before they reach the engine.)
+    previous: Stored | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    key: str
+    name: str
+    target: str  # a path; not a Path, which costs twice the memory (5,000 files: 1 MiB)
+    size: int
+    crc: int | None  # expected; None when nothing is known (plain files)

@@ -1,0 +1,238 @@
+"""Uploads: files a batch at a time or in parts, and streams in parts, under permits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.abc import TaskStatus
+
+from .._checksum import combine_parts
+from .._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
+from .._errors import CheckpointError
+from .._io import new_body, read_at, read_stream
+from .._tasks import task_group
+from ..storage import FileCopy, MultipartUpload, Storage
+from ._items import Stored, Upload
+from ._permits import SMALL, Limits
+
+log = logging.getLogger("aiocheckpoint")
+
+#: A stream of unknown length grows its parts every 1,000 parts so 10,000 parts hold
+#: 55,000 x part_size bytes (440 GiB at 8 MiB).
+_STREAM_GROWTH = 1000
+
+Parts = dict[int, tuple[int, int]]  # part number: (CRC-32, bytes)
+
+
+class Uploader:
+    """Stores the items of one upload under ``prefix``; :meth:`run` returns what was
+    stored, in the order given."""
+
+    def __init__(
+        self,
+        config: TransferConfig,
+        limits: Limits,
+        threads: CapacityLimiter,
+        storage: Storage,
+        prefix: str,
+    ) -> None:
+        self._config = config
+        self._limits = limits
+        self._threads = threads
+        self._storage = storage
+        self._prefix = prefix
+
+    async def run(self, items: list[Upload]) -> list[Stored]:
+        results: list[Stored | None] = [None] * len(items)
+        whole = self._config.multipart_threshold
+        sizes = [u.size if isinstance(u.source, Path) and u.size <= SMALL else None for u in items]
+        async with task_group() as tg:
+            for batch in self._limits.batches(sizes):  # in the order given
+                first = items[batch[0]]
+                if not isinstance(first.source, Path):
+                    tg.start_soon(self._stream, first, batch[0], results)
+                elif first.size <= whole:
+                    await tg.start(self._files, [items[i] for i in batch], batch, results)
+                else:
+                    await tg.start(self._parts, first, batch[0], results)
+        return [r for r in results if r is not None]
+
+    def _key(self, item: Upload) -> str:
+        return self._prefix + item.name
+
+    async def _files(
+        self,
+        batch: list[Upload],
+        where: list[int],
+        results: list[Stored | None],
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        """Files stored whole, a batch in one call of the backend."""
+        copies = [FileCopy(self._key(u), str(u.source), u.size) for u in batch]
+        async with self._limits.permit(len(batch), sum(u.size for u in batch)):
+            task_status.started()
+            crcs = await self._storage.put_files(copies)
+        for i, item, crc in zip(where, batch, crcs, strict=True):
+            results[i] = Stored(item.size, crc)
+            self._stored(item)
+
+    async def _parts(
+        self,
+        item: Upload,
+        i: int,
+        results: list[Stored | None],
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        """A file bigger than ``multipart_threshold``: a multipart upload, each part under
+        a permit of its own."""
+        assert isinstance(item.source, Path)
+        path, size = str(item.source), item.size
+        part = self._config.part_size_for(size)
+        parts: Parts = {}
+        upload = None
+        try:
+            async with self._limits.permit():
+                task_status.started()
+                upload = await _start_multipart(self._storage, self._key(item))
+            async with task_group() as tg:
+                for number, offset in enumerate(range(0, size, part), start=1):
+                    length = min(part, size - offset)
+                    await tg.start(self._file_part, upload, path, number, offset, length, parts)
+            await self._complete(upload)
+        except BaseException:
+            await _abort(upload)
+            raise
+        results[i] = Stored(size, combine_parts([parts[n] for n in sorted(parts)]))
+        self._stored(item)
+
+    async def _file_part(
+        self,
+        upload: MultipartUpload,
+        path: str,
+        number: int,
+        offset: int,
+        length: int,
+        parts: Parts,
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        async with self._limits.permit(1, length):
+            task_status.started()
+            chunk = await self._thread(read_at, path, offset, length, new_body(length))
+            await upload.put_part(number, offset, chunk.body, chunk.crc)
+        parts[number] = (chunk.crc, length)
+
+    async def _stream(self, item: Upload, i: int, results: list[Stored | None]) -> None:
+        """A binary stream read front to back, never all of it in memory: one PUT if it
+        ends within the first part, else a multipart upload. Each part is read under its
+        own permit, one after another, and sent while the next one is read."""
+        parts: Parts = {}
+        upload = None
+        try:
+            async with task_group() as tg:
+                first = await tg.start(self._first_part, item, parts)
+                if isinstance(first, Stored):
+                    results[i] = first
+                    return
+                upload = first
+                number, offset = 2, parts[1][1]
+                while True:
+                    grown = self._config.part_size * (1 + (number - 1) // _STREAM_GROWTH)
+                    length = min(grown, MAX_PART_SIZE)
+                    args = (upload, item, number, offset, length, parts)
+                    got = await tg.start(self._stream_part, *args)
+                    if not got:
+                        break
+                    number, offset = number + 1, offset + got
+            await self._complete(upload)
+        except BaseException:
+            await _abort(upload)
+            raise
+        results[i] = Stored(offset, combine_parts([parts[n] for n in sorted(parts)]))
+        self._stored(item)
+
+    async def _first_part(
+        self, item: Upload, parts: Parts, *, task_status: TaskStatus[Stored | MultipartUpload]
+    ) -> None:
+        """Read the first part: the whole stream (stored with one PUT, unless it is what
+        ``item.previous`` holds), or part 1 of a multipart upload it starts."""
+        part = self._config.part_size
+        stream: Any = item.source
+        async with self._limits.permit(1, part):
+            chunk = await self._thread(read_stream, stream, part)
+            if chunk.size < part:
+                stored = Stored(chunk.size, chunk.crc)
+                if item.previous == stored:
+                    log.debug("%s is unchanged (%d bytes); not stored again", item.name, chunk.size)
+                    stored = Stored(chunk.size, chunk.crc, unchanged=True)
+                else:
+                    await self._storage.put(self._key(item), chunk.body, chunk.crc)
+                    self._stored(item)
+                task_status.started(stored)
+                return
+            upload = await _start_multipart(self._storage, self._key(item))
+            parts[1] = (chunk.crc, chunk.size)
+            task_status.started(upload)
+            await upload.put_part(1, 0, chunk.body, chunk.crc)
+
+    async def _stream_part(
+        self,
+        upload: MultipartUpload,
+        item: Upload,
+        number: int,
+        offset: int,
+        length: int,
+        parts: Parts,
+        *,
+        task_status: TaskStatus[int],
+    ) -> None:
+        stream: BinaryIO = item.source  # type: ignore[assignment]
+        async with self._limits.permit(1, length):
+            chunk = await self._thread(read_stream, stream, length)
+            if chunk.size and number > MAX_PARTS:
+                raise CheckpointError(
+                    f"{item.name}: the stream is longer than {MAX_PARTS} parts allow"
+                    f" ({offset} bytes so far); save it as a file instead"
+                )
+            task_status.started(chunk.size)
+            if chunk.size:
+                await upload.put_part(number, offset, chunk.body, chunk.crc)
+                parts[number] = (chunk.crc, chunk.size)
+
+    async def _complete(self, upload: MultipartUpload) -> None:
+        async with self._limits.permit():
+            await upload.complete()
+
+    async def _thread(self, func: Callable[..., Any], *args: object) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    def _stored(self, item: Upload) -> None:
+        key = self._key(item)
+        log.debug("stored %s as %s", item.name, self._storage.describe(key))
+
+
+async def _start_multipart(storage: Storage, key: str) -> MultipartUpload:
+    # Shielded: cancelled mid-request, the upload would exist with an id never learned.
+    # The caller's next await sees the cancellation and aborts it.
+    with anyio.CancelScope(shield=True):
+        upload = await storage.start_multipart(key)
+    return upload
+
+
+async def _abort(upload: MultipartUpload | None) -> None:
+    if upload is None:
+        return
+    # Shielded: a cancelled save must still abort, or its parts linger (and bill).
+    with anyio.move_on_after(30, shield=True):
+        try:
+            await upload.abort()
+        except Exception as exc:
+            log.warning("could not abort multipart upload: %s", exc)

@@ -1,0 +1,115 @@
+"""A restore: the newest manifest (or the plain files at the source), downloaded into a
+staging folder inside the target, verified, then moved into place."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from . import _manifest as mf
+from ._catalog import Catalog
+from ._engine import Download, Engine
+from ._errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    MissingObjectError,
+)
+from .storage import Storage
+
+log = logging.getLogger("aiocheckpoint")
+
+Item = tuple[str, str, int, "int | None"]  # name, key, size, CRC-32 (None: plain files)
+
+
+async def restore_into(store: Storage, engine: Engine, catalog: Catalog, target: Path) -> None:
+    """Restore the newest version at ``store`` into the folder ``target``. If an object
+    vanished because a newer version was committed meanwhile, restore that one."""
+    manifest, items = await _plan(store, catalog)
+    try:
+        await _fetch(store, engine, items, target)
+    except MissingObjectError:
+        if manifest is None:
+            raise
+        newer, items = await _plan(store, catalog)
+        if newer is None or newer.version == manifest.version:
+            raise
+        log.info(
+            "version %d of %s was replaced by %d during restore; restoring that",
+            manifest.version,
+            store.describe(),
+            newer.version,
+        )
+        await _fetch(store, engine, items, target)
+
+
+async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, list[Item]]:
+    """What to fetch, from the newest manifest or from the plain files at the source."""
+    try:
+        manifest, _ = await catalog.newest(store, peek=True)
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
+    if manifest is not None:
+        return manifest, [
+            (name, f"{mf.META}/{e.object}", e.size, e.crc) for name, e in manifest.files.items()
+        ]
+    everything = await store.list_objects()
+    # Keys ending in "/" (or the prefix itself) are folder markers, not files.
+    plain = [
+        o
+        for o in everything
+        if o.key and not o.key.endswith("/") and not o.key.startswith(mf.META + "/")
+    ]
+    bad = [f"{o.key!r} ({reason})" for o in plain if (reason := mf.check_relpath(o.key))]
+    if bad:
+        raise CorruptCheckpointError(
+            f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
+        )
+    both = mf.file_and_folder(o.key for o in plain)
+    if both:
+        raise CorruptCheckpointError(
+            f"{store.describe()} holds {both[0]!r} both as a file and as a folder"
+            f" ({store.describe(both[0])} and keys under it); no restore can make both"
+        )
+    if not plain and any(o.key.startswith(mf.META + "/") for o in everything):
+        raise CheckpointNotFoundError(
+            f"no checkpoint at {store.describe()}: it holds only the leftovers of an"
+            " interrupted save that never committed"
+        )
+    if not plain and store.empty_means_missing:
+        raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: nothing is there")
+    return None, [(o.key, o.key, o.size, None) for o in plain]
+
+
+async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path) -> None:
+    """Download into a staging folder inside ``target``, then move into place, so a
+    failed restore leaves nothing behind."""
+    staging = target / f"{mf.STAGING}{uuid.uuid4().hex[:12]}"
+    await anyio.to_thread.run_sync(staging.mkdir, limiter=engine.threads)
+    try:
+        folder = str(staging)
+        downloads = [
+            Download(key, name, os.path.join(folder, name), n, crc) for name, key, n, crc in items
+        ]
+        await engine.download(store, downloads)
+        names = [d.name for d in downloads]
+        await anyio.to_thread.run_sync(_move_into, staging, target, names, limiter=engine.threads)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, staging, True, limiter=engine.threads)
+
+
+def _move_into(staging: Path, target: Path, names: list[str]) -> None:
+    for name in names:
+        final = target / name
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, final)
+        except OSError as exc:  # e.g. a folder of the same name is in the way
+            raise CheckpointError(f"cannot restore {name} to {final}: {exc}") from exc

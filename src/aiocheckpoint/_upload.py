@@ -1,0 +1,125 @@
+"""A save's upload step: store what changed since a version, under a fresh data folder.
+
+:class:`EarlyUpload` does it before the listing of versions is back, as a guess that the
+newest version this object knows is still the newest.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import _manifest as mf
+from ._checksum import to_text
+from ._engine import Engine, Stored, Upload
+from ._scan import changed
+from .storage import Storage
+
+log = logging.getLogger("aiocheckpoint")
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    folder: str  # the data folder, relative to .aiocheckpoint/
+    sent: list[Upload]  # what went to the engine, and what it stored for each
+    stored: list[Stored]
+    kept: list[str]  # names whose content the base version already holds
+
+    def entries(self, old: Mapping[str, mf.FileEntry]) -> dict[str, mf.FileEntry]:
+        """The manifest entries of everything this save stores, ``old`` being the base."""
+        new = {name: old[name] for name in self.kept}
+        for u, done in zip(self.sent, self.stored, strict=True):
+            if done.unchanged:
+                new[u.name] = old[u.name]
+            else:
+                new[u.name] = mf.FileEntry(self.folder + u.name, done.size, to_text(done.crc))
+        return new
+
+
+def new_folder(version: int) -> str:
+    return mf.data_dir(version, uuid.uuid4().hex[:12])
+
+
+async def upload_changes(
+    engine: Engine,
+    store: Storage,
+    folder: str,
+    items: list[Upload],
+    old: Mapping[str, mf.FileEntry],
+) -> Uploaded:
+    """Store under ``folder`` the items whose content ``old`` does not hold."""
+    sent, kept = await changed(items, old, engine.threads)
+    stored = await engine.upload(store, f"{mf.META}/{folder}", sent)
+    return Uploaded(folder, sent, stored, kept)
+
+
+class EarlyUpload:
+    """Uploads a save's files at once, into the folder of the version after ``guess``
+    (the newest version this object knows; None: a new checkpoint), leaving out what that
+    version holds. The listing then says whether the guess holds: if so, :meth:`result`
+    is the upload step; if not, :meth:`abandon` cancels it, and its folder is deleted
+    after the commit (a cancelled request may land late). A stream is read again from
+    where it started, so a save with one that cannot seek makes no early upload.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Storage,
+        items: list[Upload],
+        guess: mf.Manifest | None,
+        starts: list[tuple[BinaryIO, int]],
+    ) -> None:
+        self.guess = guess
+        self.folder = new_folder((guess.version if guess else 0) + 1)
+        self._engine = engine
+        self._store = store
+        self._items = items
+        self._starts = starts
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+        self._outcome: Uploaded | Exception | None = None
+
+    def start(self, tg: TaskGroup) -> None:
+        tg.start_soon(self._run)
+
+    async def _run(self) -> None:
+        old = self.guess.files if self.guess else {}
+        try:
+            with self._scope:
+                self._outcome = await upload_changes(
+                    self._engine, self._store, self.folder, self._items, old
+                )
+        except Exception as exc:  # raised only if the guess holds
+            self._outcome = exc
+        finally:
+            self._done.set()
+
+    def holds(self, base: mf.Manifest | None) -> bool:
+        """Whether the listed newest version is the one guessed (equal, not only the same
+        object: SSE-KMS ETags are not MD5s)."""
+        return base == self.guess
+
+    async def result(self) -> Uploaded:
+        await self._done.wait()
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        assert self._outcome is not None
+        return self._outcome
+
+    async def abandon(self) -> None:
+        """Cancel the upload and rewind the streams, to be read again."""
+        self._scope.cancel()
+        await self._done.wait()
+        for stream, start in self._starts:
+            stream.seek(start)
+        log.debug(
+            "%s changed since this object last saw it: uploading again",
+            self._store.describe(mf.MANIFESTS),
+        )
