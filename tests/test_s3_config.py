@@ -51,3 +51,22 @@ async def test_small_puts_send_their_body_without_waiting_for_100_continue(
     waited = sorted(r.query for r in puts if r.expect == "100-continue")
     assert [q.split("partNumber=")[1].split("&")[0] for q in waited] == ["1", "2"]
     assert await restore_all(dest, tmp_path / "out") == tree
+
+
+async def test_a_users_botocore_config_merges_dict_options_key_by_key(s3_server):
+    # Config.merge replaces a whole dict option: s3={"addressing_style": "path"} alone
+    # would drop aiocheckpoint's payload_signing_enabled=False, and retries its mode.
+    from anyio import CapacityLimiter
+    from botocore.config import Config
+
+    from aiocheckpoint.storage import S3Options, Storages, parse_location
+
+    user = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 7})
+    storages = Storages(S3Options(botocore_config=user), CapacityLimiter(1))
+    try:
+        store = await storages.open(parse_location("s3://some-bucket/cp", "test"))
+        config = store.client.meta.config
+        assert config.s3 == {"payload_signing_enabled": False, "addressing_style": "path"}
+        assert config.retries == {"mode": "standard", "total_max_attempts": 8}
+    finally:
+        await storages.aclose()
