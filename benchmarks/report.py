@@ -1,22 +1,21 @@
-"""What bench.py measured, as Markdown: the tables and the checks against issue 3's targets.
+"""What bench.py measured, as Markdown tables, and the checks against its TARGETS.
 
 Nothing here runs a transfer; bench.py fills a :class:`Results` and calls :func:`render`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 1024 * 1024
-SYNC, ASYNC, LIMIT, FLYTEKIT = "sync", "async", "limit", "flytekit"
-ONE_FILE = "one-file"  # a diagnostic workload: no S3 targets (local ones apply to all)
-#: Requests of an unchanged re-save that wait on each other: only its listings, made at
-#: once (nothing changed, so nothing is committed or deleted).
-RESAVE_ROUND_TRIPS = 1
+SYNC, ASYNC, BASE, LIMIT, FLYTEKIT = "sync", "async", "base", "limit", "flytekit"
+OPS = ("upload", "download")
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class Tool:
     key: str  # what --tools takes
     name: str  # the row label
     script: str  # peers/<script>.py
-    env: str | None  # the virtualenv (venvs.py); None: the project's interpreter
+    env: str | None  # its virtualenv, and the module it imports; None: the project's
     concurrency: int | None = None
 
 
@@ -41,561 +40,230 @@ class Op:
     """One upload or download as its runner reported it, with the server's counters."""
 
     seconds: float
-    idle_rss: int
-    peak_rss: int
-    stats: dict[str, Any]
-    cpu: float = 0.0  # CPU seconds of the runner's process during the transfer
-
-    @property
-    def over_idle(self) -> int:
-        return self.peak_rss - self.idle_rss
-
-    @property
-    def server_cpu(self) -> float:
-        return float(self.stats.get("cpu", 0.0))
-
-    def requests(self, method: str) -> int:
-        return int(self.stats["requests"].get(method, 0))
+    rss: int  # peak RSS over the idle process's
+    stats: dict[str, Any]  # the server's: requests per method, bytes_in
 
 
 @dataclass
 class Cell:
-    """One tool, one workload, one latency: its runs, or why it has none."""
+    """One tool, one workload, one latency: its runs, and why it has no more."""
 
     up: list[Op] = field(default_factory=list)
     down: list[Op] = field(default_factory=list)
-    error: str | None = None
-    bound: tuple[float, float] | None = None  # not run: lower bounds of (up, down)
-
-    def runs(self, op: str) -> list[Op]:
-        """The runs of one direction: "upload" or "download"."""
-        return self.up if op == "upload" else self.down
+    error: str | None = None  # a failure, or why it was skipped
 
     def first_seconds(self) -> float:
-        return self.up[0].seconds + self.down[0].seconds
+        return self.up[0].seconds + self.down[0].seconds if self.up else 0.0
 
 
 @dataclass
 class Results:
     command: str
     started: str
-    setup: list[str]  # bullet lines: machine, server, method
-    tools: list[Tool]
-    versions: dict[str, str]  # tool key -> "pkg x.y, ..."
-    workloads: list[Workload]
+    setup: list[str]  # bullet lines: machine, server, settings
     latencies: list[float]
-    repeat: int
-    pair_repeat: int  # runs of Sync and Async per cell
-    slow: float
-    skip_after: float
-    max_concurrency: int
-    buffer_bytes: int  # aiocheckpoint's default byte budget (bytes in transit)
-    part_size: int  # aiocheckpoint's default part size
+    max_concurrency: int = 64  # aiocheckpoint's default
+    tools: list[Tool] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)  # tool -> where it runs, versions
+    workloads: list[Workload] = field(default_factory=list)
     cells: dict[tuple[float, str, str], Cell] = field(default_factory=dict)
-    # latency -> [(first save, re-save)] of many-small, and of the shards with one changed
-    resave: dict[float, list[tuple[Op, Op]]] = field(default_factory=dict)
-    change: dict[float, list[tuple[Op, Op]]] = field(default_factory=dict)
-    scaling: tuple[float, Workload, Op, Op] | None = None  # latency, the x10 workload, up, down
-    # workload -> (cp -r + fsync, save, restore) seconds per repeat
+    # (tool, "re-save" or "changed shard", latency) -> [(first save, second save)]
+    incremental: dict[tuple[str, str, float], list[tuple[Op, Op]]] = field(default_factory=dict)
+    scaling: dict[str, tuple[float, Workload, Op, Op]] = field(default_factory=dict)
     local: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     tiny_write: tuple[float, float] | None = None  # median seconds: sync, async
     failures: list[str] = field(default_factory=list)
     verified: int = 0
     elapsed: float = 0.0
 
+    def runs(self, latency: float, workload: str, tool: str, op: str) -> list[Op]:
+        cell = self.cells.get((latency, workload, tool))
+        return [] if cell is None else cell.up if op == "upload" else cell.down
 
-def median(values: Iterable[float]) -> float:
+    def seconds(self, latency: float, workload: str, tool: str, op: str) -> list[float]:
+        return [o.seconds for o in self.runs(latency, workload, tool, op)]
+
+
+def med(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def mib(n: float) -> str:
-    return f"{n / MiB:.0f}"
+def timing(values: list[float]) -> list[str]:
+    """Median and min–max, or two blanks."""
+    return [f"{med(values):.2f}", f"{min(values):.2f}–{max(values):.2f}"] if values else ["", ""]
 
 
-def secs(values: list[float]) -> tuple[str, str]:
-    return f"{median(values):.2f}", f"{min(values):.2f}–{max(values):.2f}"
+def ratio(a: list[float], b: list[float]) -> str:
+    return f"{med(a) / med(b):.2f}" if a and b else ""
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return "" if a is None or b is None else f"{a / b:.2f}x"
-
-
-def lat(ms: float) -> str:
-    return f"{ms:g} ms"
-
-
-def cell_median(cell: Cell | None, op: str) -> float | None:
-    runs = None if cell is None else cell.runs(op)
-    return median(o.seconds for o in runs) if runs else None
-
-
-def cell_cpu(cell: Cell, op: str) -> tuple[float, float]:
-    """Median CPU seconds of (the tool's process, the server's) over the cell's runs."""
-    runs = cell.runs(op)
-    return median(o.cpu for o in runs), median(o.server_cpu for o in runs)
-
-
-def cell_table(results: Results, latency: float, workload: Workload) -> list[str]:
-    """One table: every tool's upload and download of ``workload`` at ``latency``."""
-    cells = {t.key: results.cells.get((latency, workload.name, t.key)) for t in results.tools}
-    ref = {
-        (k, op): cell_median(cells.get(k), op)
-        for k in (SYNC, ASYNC)
-        for op in ("upload", "download")
-    }
-    lines = [
-        "| tool | upload s | min–max | / Sync | / Async | download s | min–max | / Sync "
-        "| / Async | RSS over idle, MiB (up / down) | runs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for tool in results.tools:
-        cell = cells[tool.key]
-        if cell is None:
-            continue
-        if cell.error is not None and not cell.up:
-            lines.append(f"| {tool.name} | FAILED: {plain(cell.error)} |" + " |" * 9)
-            continue
-        if cell.bound is not None:
-            up, down = cell.bound
-            lines.append(
-                f"| {tool.name} | > {up:.1f} | not run | {ratio(up, ref[SYNC, 'upload'])} "
-                f"| {ratio(up, ref[ASYNC, 'upload'])} | > {down:.1f} | not run "
-                f"| {ratio(down, ref[SYNC, 'download'])} | {ratio(down, ref[ASYNC, 'download'])} "
-                f"| | not run |"
-            )
-            continue
-        row = [tool.name]
-        for op, runs in (("upload", cell.up), ("download", cell.down)):
-            m = median(o.seconds for o in runs)
-            row += [*secs([o.seconds for o in runs]), ratio(m, ref[SYNC, op])]
-            row.append(ratio(m, ref[ASYNC, op]))
-        up_rss = median(o.over_idle for o in cell.up)
-        down_rss = median(o.over_idle for o in cell.down)
-        row.append(f"{mib(up_rss)} / {mib(down_rss)}")
-        count = "1 run" if len(cell.up) == 1 < results.repeat else str(len(cell.up))
-        row.append(count + (f", then FAILED: {plain(cell.error)}" if cell.error else ""))
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def plain(text: str) -> str:
-    """``text`` fit for a table cell."""
-    return text.replace("|", "/").replace("\n", " ")
-
-
-def describe(workload: Workload) -> str:
-    files = f"{workload.files} file" + ("s" if workload.files != 1 else "")
-    return f"{workload.name} ({files}, {workload.size / MiB:.0f} MiB)"
+def table(head: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return lines + ["| " + " | ".join(str(x).replace("|", "/") for x in row) + " |" for row in rows]
 
 
 @dataclass(frozen=True)
 class Check:
     target: str
     where: str
-    measured: str
-    bound: str
-    ok: bool | None  # None: not measurable in this run
+    value: float
+    numbers: str  # what the value is made of
 
 
-def checks(results: Results) -> list[Check]:
-    """Every target of issue 3 this run can judge, computed from its numbers."""
+def checks(results: Results, targets: dict[str, tuple[float, str]]) -> list[Check]:
+    """Every target this run can judge, for the current aiocheckpoint (not the base)."""
     out: list[Check] = []
     names = {t.key: t.name for t in results.tools}
-    ops = ("upload", "download")
+    sizes = {w.name: w for w in results.workloads if w.name != "one-file"}  # no targets
 
-    def med(latency: float, workload: str, tool: str, op: str) -> float | None:
-        cell = results.cells.get((latency, workload, tool))
-        if cell is None or cell.bound is not None:
-            return None
-        return cell_median(cell, op)
-
-    for latency in results.latencies:
-        for w in results.workloads:
-            if w.name == ONE_FILE:
-                continue  # a diagnostic: the issue sets no S3 target for it
-            for op in ops:
-                ours = med(latency, w.name, SYNC, op)
-                others = {
-                    k: m
-                    for k in names
-                    if k not in (SYNC, ASYNC) and (m := med(latency, w.name, k, op)) is not None
-                }
-                where = f"{w.name} {op} {lat(latency)}"
-                if ours is not None and others:
-                    best = min(others, key=lambda k: others[k])
-                    ok = ours <= 1.1 * others[best]
-                    measured = f"{ours:.2f} s = {ours / others[best]:.2f} x {names[best]}"
-                    if not ok:
-                        pair = {SYNC: "Sync", best: names[best]}
-                        measured += "; " + cpu_story(results, (latency, w.name), op, pair)
-                        fixed = fixed_story(results, latency, op, pair)
-                        if fixed:
-                            measured += "; " + fixed
-                    out.append(
-                        Check("Sync <= 1.1 x the best peer or limit", where, measured, "1.10 x", ok)
-                    )
-                theirs = med(latency, w.name, FLYTEKIT, op)
-                if w.name in ("many-small", "big") and ours is not None and theirs is not None:
-                    out.append(
-                        Check(
-                            "flytekit beaten >= 1.3 x",
-                            where,
-                            f"flytekit / Sync = {theirs / ours:.2f}",
-                            ">= 1.30",
-                            theirs >= 1.3 * ours,
-                        )
-                    )
-                other = med(latency, w.name, ASYNC, op)
-                if ours is not None and other is not None:
-                    ok = ours <= 1.05 * other
-                    measured = f"Sync / Async = {ours / other:.2f}"
-                    if not ok:
-                        measured += "; " + spread_story(results, (latency, w.name), op)
-                    out.append(Check("Sync within 1.05 x of Async", where, measured, "<= 1.05", ok))
-
-    small = next((w for w in results.workloads if w.name == "many-small"), None)
-    if small is not None and 100 in results.latencies:
-        rounds = math.ceil(small.files / results.max_concurrency)
-        for op in ops:
-            ours = med(100, small.name, SYNC, op)
-            server = med(0, small.name, LIMIT, op)
-            if ours is None:
-                continue
-            if server is None:
-                out.append(
-                    Check(
-                        "many-small at 100 ms <= 1.2 x (rounds x latency + server time)",
-                        f"many-small {op}",
-                        f"{ours:.2f} s",
-                        "needs the limit row at 0 ms",
-                        None,
-                    )
-                )
-                continue
-            bound = rounds * 0.1 + server
-            out.append(
-                Check(
-                    "many-small at 100 ms <= 1.2 x (rounds x latency + server time)",
-                    f"many-small {op}",
-                    f"{ours:.2f} s = {ours / bound:.2f} x {bound:.2f} s",
-                    f"1.2 x ({rounds} x 0.1 s + {server:.2f} s)",
-                    ours <= 1.2 * bound,
-                )
+    def vs(target: str, where: str, ours: list[float], key: str, theirs: list[float]) -> None:
+        if ours and theirs:
+            numbers = "Sync {} s ({}), {} {} s ({})".format(
+                *timing(ours), names[key], *timing(theirs)
             )
+            out.append(Check(target, where, med(ours) / med(theirs), numbers))
 
-    # The issue's bound; the library's own (its byte budget + 64 MiB) is shown beside it.
-    bound = results.max_concurrency * results.part_size + 64 * MiB
-    own = results.buffer_bytes + 64 * MiB
-    for key in (SYNC, ASYNC):
-        for op in ops:
-            worst = [
-                o.over_idle
-                for latency in results.latencies
-                if (c := results.cells.get((latency, "big", key))) is not None
-                for o in c.runs(op)
-            ]
-            if worst:
-                out.append(
-                    Check(
-                        "memory: big, peak RSS over idle (worst run)",
-                        f"{names.get(key, key)} {op}",
-                        f"{mib(max(worst))} MiB (byte budget + 64 MiB: {mib(own)} MiB)",
-                        f"<= {mib(bound)} MiB",
-                        max(worst) <= bound,
-                    )
-                )
-    if results.scaling is not None:
-        latency, many, up, down = results.scaling
-        cell = results.cells.get((latency, "many-small", SYNC))
-        for op, big_op in (("upload", up), ("download", down)):
-            runs = [] if cell is None else cell.runs(op)
-            if runs:
-                few = median(o.over_idle for o in runs)
-                spread = max(few, big_op.over_idle) / max(1, min(few, big_op.over_idle))
-                total = median(o.peak_rss for o in runs)
-                files = small.files if small else "?"
-                measured = (
-                    f"{mib(few)} MiB at {files} files, "
-                    f"{mib(big_op.over_idle)} MiB at {many.files}: {spread:.2f} x "
-                    f"(peak RSS {mib(total)} and {mib(big_op.peak_rss)} MiB)"
-                )
-                if spread > 1.2:
-                    # Each open connection holds its own buffers, so RSS follows how many
-                    # requests were ever in flight at once (at most max_concurrency).
-                    measured += (
-                        "; most requests in flight at once: "
-                        + ", ".join(str(o.stats.get("max_in_flight", "?")) for o in runs)
-                        + f" at {files} files (each run), "
-                        f"{big_op.stats.get('max_in_flight', '?')} at {many.files}"
-                    )
-                out.append(
-                    Check(
-                        "memory does not grow with file count (RSS over idle)",
-                        f"many-small {op} {lat(latency)}",
-                        measured,
-                        "<= 1.20 x",
-                        spread <= 1.2,
-                    )
-                )
-
-    for latency, pairs in results.resave.items():
-        first = median(a.seconds for a, _ in pairs)
-        again = median(b.seconds for _, b in pairs)
-        ok = first >= 10 * again
-        measured = f"{first:.2f} s / {again:.2f} s = {first / again:.1f} x"
-        if not ok and latency:
-            # Whatever else it does, a re-save waits for its listings of the dest.
-            floor = RESAVE_ROUND_TRIPS * latency / 1000
-            measured += (
-                f"; its {RESAVE_ROUND_TRIPS} round trip(s) of listings take "
-                f"{floor:.2f} s at {lat(latency)}, so no re-save here beats "
-                f"{first / floor:.1f} x"
+    for latency, workload, op in itertools.product(results.latencies, sizes, OPS):
+        where = f"{workload} {op} {latency:g} ms"
+        s = {k: results.seconds(latency, workload, k, op) for k in names}
+        ours = s.get(SYNC, [])
+        if peers := [k for k in names if s[k] and k not in (SYNC, ASYNC, BASE)]:
+            best = min(peers, key=lambda k: med(s[k]))
+            vs("peer", where, ours, best, s[best])
+        vs("async", where, ours, ASYNC, s.get(ASYNC, []))
+        if workload in ("many-small", "big"):
+            vs("flytekit", where, ours, FLYTEKIT, s.get(FLYTEKIT, []))
+        server = results.seconds(0, workload, LIMIT, op)
+        if ours and server and workload == "many-small" and latency == 100:
+            rounds = math.ceil(sizes[workload].files / results.max_concurrency)
+            bound = rounds * 0.1 + med(server)
+            numbers = f"Sync {med(ours):.2f} s, {rounds} x 0.1 s + limit {med(server):.2f} s"
+            out.append(Check("rounds", where, med(ours) / bound, numbers))
+        for key in (SYNC, ASYNC) if workload == "big" else ():
+            if rss := [o.rss / MiB for o in results.runs(latency, workload, key, op)]:
+                out.append(Check("memory", f"{names[key]} {where}", max(rss), "worst run"))
+        if ours and workload == "many-small" and op == "download":
+            heads = max(
+                o.stats["requests"].get("HEAD", 0)
+                for o in results.runs(latency, workload, SYNC, op)
             )
-        out.append(
-            Check(
-                "re-saving unchanged many-small >= 10 x faster",
-                lat(latency),
-                measured,
-                ">= 10 x",
-                ok,
-            )
-        )
-    shards = next((w for w in results.workloads if w.name == "shards"), None)
-    for latency, pairs in results.change.items():
+            out.append(Check("head", where, heads / sizes[workload].files, f"{heads} HEAD"))
+    if SYNC in results.scaling:
+        latency, many, up, down = results.scaling[SYNC]
+        for op, big in zip(OPS, (up, down), strict=True):
+            if few := [o.rss for o in results.runs(latency, "many-small", SYNC, op)]:
+                numbers = f"{big.rss / MiB:.0f} MiB / {med(few) / MiB:.0f} MiB"
+                out.append(
+                    Check("scaling", f"{op} {latency:g} ms", big.rss / max(med(few), 1), numbers)
+                )
+    for (key, case, latency), pairs in results.incremental.items():
+        first, again = med(a.seconds for a, _ in pairs), med(b.seconds for _, b in pairs)
         sent = max(b.stats["bytes_in"] for _, b in pairs)
-        count = shards.files if shards else 64
-        total = shards.size if shards else 64 * 8 * MiB
-        out.append(
-            Check(
-                f"one of {count} shards changed: bytes uploaded <= 2/{count}",
-                lat(latency),
-                f"{sent / MiB:.2f} MiB = {count * sent / total:.2f}/{count}",
-                f"<= {2 * total / count / MiB:.2f} MiB",
-                sent * count <= 2 * total,
-            )
-        )
-
-    if small is not None:
-        heads = [
-            o.requests("HEAD")
-            for latency in results.latencies
-            if (c := results.cells.get((latency, "many-small", SYNC))) is not None
-            for o in c.down
-        ]
-        if heads:
-            out.append(
-                Check(
-                    "restore of many-small: no HEAD per file",
-                    "Sync, worst run",
-                    f"{max(heads)} HEAD for {small.files} files",
-                    f"<= {small.files // 100} (1% of files)",
-                    max(heads) <= small.files // 100,
-                )
-            )
-
+        if key == SYNC and case == "re-save":
+            numbers = f"{again:.2f} s / {first:.2f} s"
+            out.append(Check("resave", f"{latency:g} ms", again / first, numbers))
+        elif key == SYNC and "shards" in sizes:
+            shard = sizes["shards"].size / sizes["shards"].files
+            out.append(Check("changed", f"{latency:g} ms", sent / shard, f"{sent / MiB:.2f} MiB"))
     for name, times in results.local.items():
-        cp = median(r[0] for r in times)
-        for i, op in ((1, "save"), (2, "restore")):
-            ours = median(r[i] for r in times)
-            out.append(
-                Check(
-                    "local: within 2 x of cp -r + fsync",
-                    f"{name} {op}",
-                    f"{ours:.2f} s / {cp:.2f} s = {ours / cp:.2f} x",
-                    "<= 2.00 x",
-                    ours <= 2 * cp,
-                )
-            )
+        for i, op in ((1, "save"), (2, "restore")) if name in sizes else ():
+            ours, cp = med(t[i] for t in times), med(t[0] for t in times)
+            out.append(Check("local", f"{name} {op}", ours / cp, f"{ours:.3f} s / {cp:.3f} s"))
     return out
 
 
-def cpu_story(results: Results, at: tuple[float, str], op: str, tools: dict[str, str]) -> str:
-    """Where the CPU went in one cell for ``tools``: each one's process and the server's
-    CPU seconds, and how many of the machine's cores the two kept busy together."""
-    parts = []
-    for key, name in tools.items():
-        cell = results.cells[(*at, key)]
-        client, server = cell_cpu(cell, op)
-        wall = cell_median(cell, op) or 1.0
-        runs = cell.runs(op)
-        requests = median(sum(o.stats["requests"].values()) for o in runs)
-        per = f", {client / requests * 1000:.1f} ms per request" if requests >= 100 else ""
-        parts.append(
-            f"{name} {client:.2f} + {server:.2f} CPU s ({(client + server) / wall:.1f} cores "
-            f"busy{per})"
-        )
-    return "client + server: " + ", ".join(parts)
-
-
-def fixed_story(results: Results, latency: float, op: str, tools: dict[str, str]) -> str:
-    """The tools' medians for one file at ``latency``, if measured: what each run pays
-    besides its data."""
-    parts = []
-    for key, name in tools.items():
-        cell = results.cells.get((latency, ONE_FILE, key))
-        seconds = None if cell is None else cell_median(cell, op)
-        if seconds is None:
-            return ""
-        parts.append(f"{name} {seconds:.2f} s")
-    return "one file (the fixed cost of a run): " + ", ".join(parts)
-
-
-def spread_story(results: Results, at: tuple[float, str], op: str) -> str:
-    """The runs of Sync and Async in one cell, min–max: whether the gap is within noise;
-    and the median of the ratios of the runs the two made back to back, one per round."""
-    runs = {key: [o.seconds for o in results.cells[(*at, key)].runs(op)] for key in (SYNC, ASYNC)}
-    (a, b), (c, d) = ((min(runs[key]), max(runs[key])) for key in (SYNC, ASYNC))
-    overlap = "overlap" if a <= d and c <= b else "do not overlap"
-    paired = median(s / y for s, y in zip(runs[SYNC], runs[ASYNC], strict=False))
-    return (
-        f"runs: Sync {a:.2f}–{b:.2f} s, Async {c:.2f}–{d:.2f} s ({overlap});"
-        f" run by run in the same round, Sync / Async = {paired:.2f} (median)"
-    )
-
-
-def check_table(found: list[Check]) -> list[str]:
-    lines = ["| target | cell | measured | bound | result |", "| --- | --- | --- | --- | --- |"]
-    for c in found:
-        result = "n/a" if c.ok is None else "pass" if c.ok else "**FAIL**"
-        lines.append(f"| {c.target} | {c.where} | {c.measured} | {c.bound} | {result} |")
-    return lines
-
-
-def render(results: Results) -> str:
+def render(results: Results, targets: dict[str, tuple[float, str]]) -> str:
     """The whole RESULTS.md."""
-    found = checks(results)
-    passed = sum(c.ok is True for c in found)
-    failed = sum(c.ok is False for c in found)
+    found = checks(results, targets)
+    failed = [c for c in found if c.value > targets[c.target][0]]
     out = [
         "# Benchmark results",
         "",
-        f"Run on {results.started} with `{results.command}`; it took "
-        f"{results.elapsed / 60:.1f} min.",
-        "",
-        "## Setup",
+        f"`{results.command}`, run on {results.started}, {results.elapsed / 60:.1f} min.",
         "",
         *[f"- {line}" for line in results.setup],
         "",
-        "| tool | runner | virtualenv | versions |",
-        "| --- | --- | --- | --- |",
     ]
-    for tool in results.tools:
-        runner = f"peers/{tool.script}.py" + (
-            f" --concurrency {tool.concurrency}" if tool.concurrency else ""
-        )
-        env = tool.env or "the project's"
-        out.append(f"| {tool.name} | `{runner}` | {env} | {results.versions.get(tool.key, '')} |")
-    out += ["", "| workload | files | MiB | made of |", "| --- | ---: | ---: | --- |"]
-    for w in results.workloads:
-        out.append(f"| {w.name} | {w.files} | {w.size / MiB:.0f} | {w.about} |")
-
-    out += ["", "## Verification", ""]
-    if results.failures:
-        out.append(f"**{len(results.failures)} FAILURES** ({results.verified} downloads matched):")
-        out.append("")
-        out += [f"- {f}" for f in results.failures]
-    else:
-        out.append(
-            f"All {results.verified} downloads matched their sources byte for byte "
-            "(same files, same bytes)."
-        )
-
-    out += [
-        "",
-        "## Targets (issue 3)",
-        "",
-        f"{passed} pass, {failed} fail, {len(found) - passed - failed} not measurable here. "
-        "Defaults are the fast settings by construction: the aiocheckpoint runners pass no "
-        "options.",
-        "",
-        *check_table(found),
-        "",
-        "How the bounds are computed: best peer, the lowest median of any other tool in the "
-        "same cell (the limit row included); many-small at 100 ms, rounds = ceil(files / "
-        "max_concurrency) and the server's own time is the limit row's median for "
-        "many-small at 0 ms in the same direction (the server serving those requests to a "
-        "client that does next to nothing); memory, the peak RSS over the idle process "
-        "(imports done, before the transfer), against the issue's bound: max_concurrency x "
-        "part_size + 64 MiB with the defaults (aiocheckpoint's tighter default byte budget "
-        "plus 64 MiB is shown beside it).",
+    rows = [
+        [t.name, f"`peers/{t.script}.py`", t.concurrency or "", results.versions.get(t.key, "")]
+        for t in results.tools
     ]
+    out += table(["tool", "runner", "--concurrency", "runs in"], rows) + [""]
+    rows = [[w.name, w.files, f"{w.size / MiB:.0f}", w.about] for w in results.workloads]
+    out += table(["workload", "files", "MiB", "made of"], rows)
+
+    out += ["", "## Verification", "", f"{results.verified} downloads verified byte for byte."]
+    out += ["", *[f"- FAILED: {f}" for f in results.failures]] if results.failures else []
+
+    out += ["", "## Targets", "", "Each check: measured / bound <= 1.", ""]
+    count, bad = Counter(c.target for c in found), Counter(c.target for c in failed)
+    rows = [[about, f"{bound:.3g}", count[k], bad[k]] for k, (bound, about) in targets.items()]
+    out += table(["target", "bound", "checks", "failed"], rows)
+    if failed:
+        out += ["", "Failed:", ""]
+        for c in failed:
+            about, bound = targets[c.target][1], targets[c.target][0]
+            out.append(f"- {c.where}: {about} = {c.value:.3g} > {bound:.3g} ({c.numbers})")
+
+    names = {t.key for t in results.tools}
+    if {SYNC, BASE} <= names:
+        rows = []
+        for latency in results.latencies:
+            for w in results.workloads:
+                row = [f"{latency:g} ms", w.name]
+                for op in OPS:
+                    now, then = (results.seconds(latency, w.name, k, op) for k in (SYNC, BASE))
+                    row += [*timing(now), *timing(then), ratio(now, then)]
+                rows.append(row)
+        head = ["latency", "workload"]
+        for op in ("up", "down"):
+            head += [f"{op} Sync s", "min–max", f"{op} base s", "min–max", f"{op} Sync / base"]
+        out += ["", "## Sync against base (current / previous version)", "", *table(head, rows)]
 
     for latency in results.latencies:
-        out += ["", f"## S3 at {lat(latency)} per request", ""]
+        rows = []
         for w in results.workloads:
-            if any((latency, w.name, t.key) in results.cells for t in results.tools):
-                out += [f"### {describe(w)}", "", *cell_table(results, latency, w), ""]
+            for t in results.tools:
+                cell = results.cells.get((latency, w.name, t.key))
+                if cell is None:
+                    continue
+                row = [w.name, t.name]
+                for op in OPS:
+                    s = results.seconds(latency, w.name, t.key, op)
+                    row += [*timing(s), ratio(s, results.seconds(latency, w.name, SYNC, op))]
+                rss = [f"{med(o.rss for o in r) / MiB:.0f}" for r in (cell.up, cell.down) if r]
+                rows.append(row + [" / ".join(rss), f"{len(cell.up)} {cell.error or ''}".strip()])
+        head = ["workload", "tool", "up s", "min–max", "up / Sync", "down s", "min–max"]
+        head += ["down / Sync", "RSS over idle MiB, up / down", "runs"]
+        out += ["", f"## S3 at {latency:g} ms per request", "", *table(head, rows)]
 
-    if results.resave or results.change:
-        out += [
-            "## Incremental saves (aiocheckpoint Sync)",
-            "",
-            "Re-save: the unchanged many-small folder saved again into the same dest. "
-            "Changed shard: the shards folder with shard 0 rewritten (same size, new bytes, "
-            "the other 63 hard links to the originals) saved into the dest holding the "
-            "original shards; bytes uploaded are the server's count of request payloads. "
-            "Both saves are made by one SyncCheckpoint in one process, as a training loop "
-            "makes them (peers/aiocheckpoint_twice.py); the first save's time includes "
-            "creating the S3 client. Every result was restored and verified. The re-save "
-            "is run as often as the grid's cells, the changed shard once.",
-            "",
-            "| latency | case | first save s | second save s | speedup | bytes uploaded |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
+    if results.incremental:
+        rows = [
+            [key, case, f"{latency:g} ms"]
+            + [f"{med(pair[i].seconds for pair in pairs):.2f}" for i in (0, 1)]
+            + [f"{med(b.stats['bytes_in'] for _, b in pairs) / MiB:.2f}"]
+            for (key, case, latency), pairs in sorted(results.incremental.items())
         ]
-        for label, table in (("re-save", results.resave), ("changed shard", results.change)):
-            for latency, pairs in table.items():
-                first = median(a.seconds for a, _ in pairs)
-                again = median(b.seconds for _, b in pairs)
-                sent = median(b.stats["bytes_in"] for _, b in pairs)
-                out.append(
-                    f"| {lat(latency)} | {label} | {first:.2f} | {again:.2f} "
-                    f"| {first / again:.1f} x | {sent / MiB:.2f} MiB |"
-                )
-        out.append("")
-
-    if results.scaling is not None:
-        latency, many, up, down = results.scaling
-        out += [
-            "## Memory and file count (aiocheckpoint Sync)",
-            "",
-            f"{describe(many)} at {lat(latency)}, one run: upload {up.seconds:.2f} s, "
-            f"{mib(up.over_idle)} MiB over idle; download {down.seconds:.2f} s, "
-            f"{mib(down.over_idle)} MiB over idle; {down.requests('HEAD')} HEAD requests "
-            "during the restore. Compare the many-small row at the same latency above. "
-            "Measured at the run's highest latency: there a run with more files than "
-            "max_concurrency keeps max_concurrency requests in flight, and so opens as many "
-            "connections (each holds buffers of its own), whatever its file count; at 0 ms "
-            "a 500-file run opens fewer, depending on how fast the server answers.",
-            "",
+        head = ["tool", "case", "latency", "first save s", "second save s", "MiB sent"]
+        out += ["", "## Incremental saves", "", *table(head, rows)]
+    if results.scaling:
+        rows = [
+            [key, w.name, w.files, f"{latency:g} ms", f"{up.seconds:.2f}", f"{down.seconds:.2f}"]
+            + [f"{up.rss / MiB:.0f} / {down.rss / MiB:.0f}", down.stats["requests"].get("HEAD", 0)]
+            for key, (latency, w, up, down) in results.scaling.items()
         ]
-
+        head = ["tool", "workload", "files", "latency", "up s", "down s", "RSS MiB up / down"]
+        out += ["", "## Ten times the small files", "", *table(head + ["HEAD"], rows)]
     if results.local:
-        out += [
-            "## Local storage",
-            "",
-            "aiocheckpoint local to local (a fresh dest folder; restore into a fresh folder) "
-            "against `cp -r` of the folder followed by an fsync of every copied file and "
-            "folder. Medians in seconds.",
-            "",
-            "| workload | cp -r + fsync | save | save / cp | restore | restore / cp |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for name, runs in results.local.items():
-            cp, save, restore = (median(r[i] for r in runs) for i in range(3))
-            out.append(
-                f"| {name} | {cp:.2f} | {save:.2f} | {save / cp:.2f} x | {restore:.2f} "
-                f"| {restore / cp:.2f} x |"
-            )
-        out.append("")
-
+        rows = []
+        for name, times in results.local.items():
+            cp, save, restore = (med(t[i] for t in times) for i in range(3))
+            rows.append([name, *(f"{x:.3f}" for x in (cp, save, restore))])
+            rows[-1] += [f"{save / cp:.2f}", f"{restore / cp:.2f}"]
+        head = ["workload", "cp -r + fsync s", "save s", "restore s", "save / cp", "restore / cp"]
+        out += ["", "## Local storage (medians)", "", *table(head, rows)]
     if results.tiny_write is not None:
-        sync, asynchronous = results.tiny_write
-        out += [
-            "## Per-call overhead",
-            "",
-            'A tiny `write(b"tiny")` on local storage, median of 200 calls after one '
-            f"warm-up: SyncCheckpoint {sync * 1000:.2f} ms, AsyncCheckpoint "
-            f"{asynchronous * 1000:.2f} ms.",
-            "",
-        ]
-    return "\n".join(out).rstrip() + "\n"
+        ms = [f"{x * 1000:.2f}" for x in results.tiny_write]
+        head = ["SyncCheckpoint ms", "AsyncCheckpoint ms"]
+        out += ["", "## Tiny write() on local storage, median of 200", "", *table(head, [ms])]
+    return "\n".join(out) + "\n"

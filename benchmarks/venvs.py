@@ -1,80 +1,50 @@
-"""The virtualenvs the peer runners run in, one per tool, so their pins don't fight.
+"""The virtualenvs the peer runners run in, one per library, so their pins don't fight.
 
-    python = venvs.python_for("s3fs", Path("benchmarks/.venvs"))
-    versions = venvs.versions("s3fs", Path("benchmarks/.venvs"))
-
-An env is made once and reused; it is made again when its requirement list changes (the
-list is kept in a marker file inside it). Run as a script, it makes every env:
-``python benchmarks/venvs.py [ROOT]``.
+An env is made on first use under ``root`` and made again when its requirements change
+(they are kept in a marker file inside it). Only the full benchmark calls this; ``--quick``
+runs only what the project's own environment can import.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
-# env name -> what pip installs
-REQUIREMENTS: dict[str, list[str]] = {
-    "boto3": ["boto3"],
-    "s3fs": ["s3fs"],
-    "obstore": ["obstore"],
-    "flytekit": ["flytekit"],
+# env name -> (what pip installs, the packages whose versions the results show)
+ENVS: dict[str, tuple[list[str], list[str]]] = {
+    "boto3": (["boto3"], ["boto3", "botocore", "s3transfer"]),
+    "s3fs": (["s3fs"], ["s3fs", "aiobotocore", "botocore"]),
+    "obstore": (["obstore"], ["obstore"]),
+    "flytekit": (["flytekit"], ["flytekit", "s3fs", "botocore"]),
 }
-
-# env name -> the packages whose versions go in the results
-KEY_PACKAGES: dict[str, list[str]] = {
-    "boto3": ["boto3", "botocore", "s3transfer"],
-    "s3fs": ["s3fs", "fsspec", "aiobotocore", "botocore"],
-    "obstore": ["obstore"],
-    "flytekit": ["flytekit", "s3fs", "fsspec", "aiobotocore", "botocore"],
-}
-
 MARKER = "bench-requirements.txt"
-
-
-def _python(path: Path) -> Path:
-    return path / "bin" / "python"
 
 
 def python_for(env: str, root: Path) -> Path:
     """The python of the virtualenv ``root/env``, made (or remade) first if needed.
 
-    :raises KeyError: for an env not in ``REQUIREMENTS``.
     :raises subprocess.CalledProcessError: if pip fails.
     """
-    wanted = "\n".join(REQUIREMENTS[env]) + "\n"
+    wanted = "\n".join(ENVS[env][0]) + "\n"
     path = root / env
-    marker = path / MARKER
-    if marker.exists() and marker.read_text() == wanted:
-        return _python(path)
-    if path.exists():
-        shutil.rmtree(path)
+    python = path / "bin" / "python"
+    if (path / MARKER).exists() and (path / MARKER).read_text() == wanted:
+        return python
+    shutil.rmtree(path, ignore_errors=True)
     print(f"making the {env} virtualenv in {path} ...", file=sys.stderr, flush=True)
     venv.EnvBuilder(with_pip=True).create(path)
-    pip = [str(_python(path)), "-m", "pip", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", *REQUIREMENTS[env]], check=True)
-    marker.write_text(wanted)  # last, so a failed install is retried next time
-    return _python(path)
+    pip = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check", "install"]
+    subprocess.run([*pip, *ENVS[env][0]], check=True)
+    (path / MARKER).write_text(wanted)  # last, so a failed install is retried next time
+    return python
 
 
-def versions(env: str, root: Path) -> dict[str, str]:
-    """The installed versions of the env's key packages, as pip lists them."""
-    out = subprocess.run(
-        [str(python_for(env, root)), "-m", "pip", "list", "--format=json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    installed = {item["name"].lower(): item["version"] for item in json.loads(out)}
-    return {name: installed[name] for name in KEY_PACKAGES[env] if name in installed}
-
-
-if __name__ == "__main__":
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / ".venvs"
-    for name in REQUIREMENTS:
-        python_for(name, root)
-        print(name, versions(name, root))
+def versions(python: Path | str, names: list[str]) -> str:
+    """``"name x.y, ..."`` of ``names`` as ``python`` has them installed; "" if one lacks."""
+    script = "import importlib.metadata as m, sys\n"
+    script += "print(*(f'{n} {m.version(n)}' for n in sys.argv[1:]), sep=', ')"
+    out = subprocess.run([str(python), "-c", script, *names], capture_output=True, text=True)
+    return out.stdout.strip()

@@ -12,7 +12,8 @@ Credentials come from the environment (AWS_ACCESS_KEY_ID, ...); ``--ca-bundle`` 
 PEM of the server's self-signed certificate when the endpoint is https. The script prints
 one JSON line: the seconds of the transfer (client creation included, interpreter start
 and imports not), the CPU seconds the process spent in it (all its threads, user and
-system), and the process's RSS before it and at its peak, in bytes.
+system), the process's RSS before it and at its peak, in bytes, and the file of the
+aiocheckpoint package it imported, if any.
 
 Only the standard library here: this file runs in every tool's virtualenv.
 """
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +64,12 @@ def files_under(folder: Path) -> list[tuple[str, Path]]:
     return sorted(out)
 
 
+def imported() -> dict[str, str]:
+    """Which aiocheckpoint this process imported, if any: the benchmark checks it."""
+    module = sys.modules.get("aiocheckpoint")
+    return {} if module is None else {"aiocheckpoint": str(module.__file__)}
+
+
 def run(
     upload: Callable[[argparse.Namespace], None], download: Callable[[argparse.Namespace], None]
 ) -> None:
@@ -75,4 +83,5 @@ def run(
     cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     line = {"seconds": seconds, "cpu": cpu, "idle_rss": idle, "peak_rss": peak}
+    line.update(imported())
     print(json.dumps(line), flush=True)

@@ -5,7 +5,8 @@ upload: ``SyncCheckpoint("s3://B/P").save(folder)``; download: a checkpoint whos
 server's certificate is trusted through ``AWS_CA_BUNDLE``, which botocore reads.
 aiocheckpoint imports aiobotocore only when an s3:// location is first used; this
 script imports it up front, as the other runners import their library, so that neither
-the import time nor its memory counts as the transfer's.
+the import time nor its memory counts as the transfer's. bench.py's base tool runs this
+same script with a previous version's ``src`` first on PYTHONPATH.
 """
 
 from __future__ import annotations

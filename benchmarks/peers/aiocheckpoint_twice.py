@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import aiobotocore.session  # noqa: F401  (imported before the timer, as in the other runners)
-from _runner import parse, rss, trust
+from _runner import imported, parse, rss, trust
 
 from aiocheckpoint import SyncCheckpoint
 
@@ -47,7 +47,7 @@ def main() -> None:
         cp.save(then)
         again = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    line = {"seconds": first, "again": again, "idle_rss": idle, "peak_rss": peak}
+    line = {"seconds": first, "again": again, "idle_rss": idle, "peak_rss": peak, **imported()}
     print(json.dumps(line), flush=True)
 
 
