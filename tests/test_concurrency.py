@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _s3server import match
+from _s3server import Hold, match
 from _trees import read_tree, restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
@@ -21,7 +21,20 @@ pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
 UPLOAD_PART = match("PUT", param="partNumber")
+DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
+DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+
+async def held_at_once(hold: Hold, count: int) -> int:
+    """Wait until the server holds ``count`` requests, then how many it holds a moment
+    later. The wait proves ``count`` overlap (it fails after 60 s); the moment only lets
+    a request beyond ``count`` show up, so a result above ``count`` is a finding, never
+    one that stays at ``count``."""
+    arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
+    assert arrived, f"only {hold.arrived} of {count} requests were ever in flight at once"
+    await anyio.sleep(0.2)
+    return hold.arrived
 
 
 @pytest.fixture
@@ -32,20 +45,37 @@ def big(tmp_path: Path) -> Path:
 
 
 async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, bucket, tmp_path):
+    # The server holds the PUTs, then the GETs: 4 of them pile up, never a fifth, and
+    # once they are let go the save and then the restore complete.
     files = {f"f{i:02d}.bin": os.urandom(1000) for i in range(24)}
     transfer = TransferConfig(max_concurrency=4)
     dest = f"s3://{bucket}/cp"
 
-    s3_control.delay(0.05)
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 2 <= s3_control.max_in_flight <= 4
+    hold = s3_control.hold(DATA_PUT)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp, anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+        try:
+            assert await held_at_once(hold, 4) == 4
+        finally:
+            hold.release(forward=True)
+    assert s3_control.max_in_flight <= 4
+    assert len(s3_control.matching(DATA_PUT)) == len(files)
 
     s3_control.reset()
-    s3_control.delay(0.05)
-    restored = await restore_all(dest, tmp_path / "out", transfer=transfer)
-    assert 2 <= s3_control.max_in_flight <= 4
-    assert restored == files
+    hold = s3_control.hold(DATA_GET)
+    restored: list[dict[str, bytes]] = []
+
+    async def restore() -> None:
+        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(restore)
+        try:
+            assert await held_at_once(hold, 4) == 4
+        finally:
+            hold.release(forward=True)
+    assert s3_control.max_in_flight <= 4
+    assert restored == [files]
 
 
 async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path, big):
@@ -112,22 +142,24 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
-DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
-
-
 def small_files(count: int) -> dict[str, bytes]:
     return {f"d{i % 5}/f{i:03d}.bin": os.urandom(1000 + i) for i in range(count)}
 
 
 async def test_small_files_read_in_batches_still_fill_the_window(s3_control, bucket, tmp_path):
-    # Small files for S3 are read several per worker-thread call; their PUTs still keep
-    # max_concurrency requests in flight, and never more.
+    # Small files for S3 are read several per worker-thread call; held by the server,
+    # their PUTs still pile up to max_concurrency (64), and never beyond.
     files = small_files(200)
-    s3_control.delay(0.1)
+    hold = s3_control.hold(DATA_PUT)
     watch = s3_control.watch(DATA_PUT)
-    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 56 <= watch.max_in_flight <= 64
+    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp, anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+        try:
+            assert await held_at_once(hold, 64) == 64
+        finally:
+            hold.release(forward=True)
+    assert watch.max_in_flight <= 64
+    assert len(s3_control.matching(DATA_PUT)) == len(files)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -136,7 +168,7 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
 ):
     # Batches of small files hold a request slot per file while they wait for room in the
     # byte budget. Cancelled then, a save gives every slot back: the next save on the same
-    # checkpoint still has all 64.
+    # checkpoint still gets 64 PUTs in flight.
     waiting = write_tree(
         tmp_path / "waiting", {f"f{i:03d}": os.urandom(64 * 1024) for i in range(200)}
     )
@@ -145,15 +177,20 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
-            s3_control.delay(5, DATA_PUT)
-            with anyio.move_on_after(0.5):
-                await cp.save(waiting)
-        s3_control.reset()
-        s3_control.delay(0.1, DATA_PUT)
-        watch = s3_control.watch(DATA_PUT)
-        with anyio.fail_after(30):
-            await cp.save(write_tree(tmp_path / "src", files))
-    assert 56 <= watch.max_in_flight <= 64
+            hold = s3_control.hold(DATA_PUT)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, waiting)
+                # 32 PUTs hold the whole byte budget; the batches behind them wait for it
+                assert await held_at_once(hold, 32) == 32
+                tg.cancel_scope.cancel()
+        s3_control.reset()  # the held PUTs never reach the store
+        hold = s3_control.hold(DATA_PUT)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+            try:
+                assert await held_at_once(hold, 64) == 64
+            finally:
+                hold.release(forward=True)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -334,14 +371,20 @@ async def test_restore_holds_pieces_not_whole_objects(tmp_path, threshold):
 
 
 async def test_connection_pool_is_at_least_max_concurrency(s3_control, bucket, tmp_path):
-    # botocore's own default pool is 10 connections: more in flight proves ours is larger.
+    # botocore's own default pool is 10 connections: 16 requests held by the server at
+    # once, each on a connection of its own, prove ours is larger.
     files = {f"f{i:02d}": b"x" for i in range(32)}
-    s3_control.delay(0.2)
-    async with AsyncCheckpoint(
-        f"s3://{bucket}/cp", transfer=TransferConfig(max_concurrency=16)
-    ) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 10 < s3_control.max_in_flight <= 16
+    hold = s3_control.hold(DATA_PUT)
+    transfer = TransferConfig(max_concurrency=16)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+            try:
+                assert await held_at_once(hold, 16) == 16
+            finally:
+                hold.release(forward=True)
+    assert s3_control.max_in_flight <= 16
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
 class RecordingReader(io.RawIOBase):
