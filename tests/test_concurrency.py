@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _s3server import Hold, match
+from _s3server import Hold, Request, match
 from _trees import read_tree, restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
@@ -80,18 +80,26 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
 
 async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path, big):
     parts = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 8}
-    s3_control.delay(0.05)
-    watch = s3_control.watch(UPLOAD_PART)
+    hold = s3_control.hold(UPLOAD_PART)
     async with AsyncCheckpoint(f"s3://{bucket}/a", transfer=TransferConfig(**parts)) as cp:
-        await cp.save(big)
-    assert watch.max_in_flight >= 2  # unbounded by memory, the 3 parts overlap
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, big)
+            try:
+                assert await held_at_once(hold, 3) == 3  # unbounded by memory, all 3 overlap
+            finally:
+                hold.release(forward=True)
 
     s3_control.reset()
-    s3_control.delay(0.05)
+    hold = s3_control.hold(UPLOAD_PART)
     watch = s3_control.watch(UPLOAD_PART)
     bounded = TransferConfig(**parts, max_buffer_bytes=5 * MiB)  # room for one part
     async with AsyncCheckpoint(f"s3://{bucket}/b", transfer=bounded) as cp:
-        await cp.save(big)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, big)
+            try:
+                assert await held_at_once(hold, 1) == 1
+            finally:
+                hold.release(forward=True)
     assert watch.max_in_flight == 1
     assert len(s3_control.matching(UPLOAD_PART)) == 3
     assert await restore_all(f"s3://{bucket}/b", tmp_path / "out") == {"big.bin": big.read_bytes()}
@@ -99,13 +107,18 @@ async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path,
 
 async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp_path):
     files = {f"f{i:02d}.bin": os.urandom(100_000) for i in range(12)}
-    s3_control.delay(0.05)
-    watch = s3_control.watch(match("PUT", path_contains="/.aiocheckpoint/data/"))
+    hold = s3_control.hold(DATA_PUT)
+    watch = s3_control.watch(DATA_PUT)
     bounded = TransferConfig(max_buffer_bytes=200_000)  # room for two files
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
-        with anyio.fail_after(30):
-            await cp.save(write_tree(tmp_path / "src", files))
-    assert watch.max_in_flight == 2
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+                try:
+                    assert await held_at_once(hold, 2) == 2
+                finally:
+                    hold.release(forward=True)
+    assert watch.max_in_flight <= 2
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -132,12 +145,14 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
-            # b's PUT keeps its bytes, so c and d wait for room when the save is cancelled
-            s3_control.delay(5, match("PUT", path_contains="/b.bin"))
-            with anyio.move_on_after(1):
-                await cp.save(src)
-        s3_control.reset()
-        with anyio.fail_after(20):
+            hold = s3_control.hold(DATA_PUT)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, src)
+                # a's and b's PUTs keep their bytes, so c and d wait for room
+                assert await held_at_once(hold, 2) == 2
+                tg.cancel_scope.cancel()
+        s3_control.reset()  # the held PUTs never reach the store
+        with anyio.fail_after(60):
             await cp.save(src)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
@@ -335,16 +350,29 @@ async def test_big_restores_use_concurrent_ranged_gets_within_the_byte_budget(
     async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
         await cp.save(big)
     s3_control.reset()
-    s3_control.delay(0.2)
-    ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
+
+    def is_range(r: Request) -> bool:
+        return r.method == "GET" and r.range.startswith("bytes=")
+
+    hold = s3_control.hold(is_range)
+    ranged = s3_control.watch(is_range)
     transfer = TransferConfig(
         multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=budget
     )
-    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
-        "big.bin": big.read_bytes()
-    }
-    assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
-    assert ranged.max_in_flight == in_flight
+    restored: list[dict[str, bytes]] = []
+
+    async def restore() -> None:
+        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(restore)
+        try:
+            assert await held_at_once(hold, in_flight) == in_flight
+        finally:
+            hold.release(forward=True)
+    assert restored == [{"big.bin": big.read_bytes()}]
+    assert len(s3_control.matching(is_range)) == 3
+    assert ranged.max_in_flight <= in_flight
 
 
 @pytest.mark.parametrize("threshold", [32 * MiB, 5 * MiB], ids=["whole", "ranges"])
