@@ -441,11 +441,13 @@ async def test_file_objects_are_streamed_in_parts(s3_control, bucket, tmp_path):
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         async with anyio.create_task_group() as tg:
             tg.start_soon(cp.save, reader)
-            assert await anyio.to_thread.run_sync(hold.wait_for, 1)
-            await anyio.sleep(0.2)  # time to read ahead, as far as the memory bound allows
-            read_while_first_part_in_flight = sum(reader.asks)
-            hold.release(forward=True)
-    assert read_while_first_part_in_flight <= 10 * MiB < len(data)
+            try:
+                # read ahead as far as the memory bound allows: two parts, not a third
+                assert await held_at_once(hold, 2) == 2
+                read_while_two_parts_in_flight = sum(reader.asks)
+            finally:
+                hold.release(forward=True)
+    assert read_while_two_parts_in_flight <= 10 * MiB < len(data)
     assert len(s3_control.matching(UPLOAD_PART)) == 4
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": data}
 
