@@ -19,6 +19,7 @@ import pytest
 from _s3server import match
 from _trees import read_tree
 from _trees import restore_all_sync as restore_all
+from conftest import Location
 
 from aiocheckpoint import (
     AsyncCheckpoint,
@@ -252,11 +253,16 @@ def test_checkpoint_created_before_fork_is_usable_in_the_child(location, tmp_pat
     assert restore_all(dest, tmp_path / "final")["_dst_cp"] == b"parent still works after fork"
 
 
-def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, bucket, tmp_path):
+def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, s3, bucket, tmp_path):
+    # The server holds the save's PUT; close() is called from another thread meanwhile.
+    # Once the PUT is let go the save commits, and close() returns only after that.
     dest = f"s3://{bucket}/cp"
+    store = Location("s3", tmp_path, s3, bucket)
     cp = SyncCheckpoint(dest)
     hold = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
     errors: list[BaseException] = []
+    closed = threading.Event()
+    committed_when_closed: list[bool] = []
 
     def save() -> None:
         try:
@@ -264,17 +270,36 @@ def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, buck
         except BaseException as exc:
             errors.append(exc)
 
+    def close() -> None:
+        cp.close()
+        committed_when_closed.append(bool(store.manifests(dest)))
+        closed.set()
+
     saver = threading.Thread(target=save)
     saver.start()
-    assert hold.wait_for(1, timeout=60)
-    closer = threading.Thread(target=cp.close)
-    closer.start()
-    closer.join(0.5)
-    assert closer.is_alive(), "close() returned while a save was under way"
-    hold.release(forward=True)
+    try:
+        assert hold.wait_for(1, timeout=60), "the save never sent its PUT"
+        closer = threading.Thread(target=close)
+        closer.start()
+        # close() has begun once the checkpoint refuses new calls (read() returns None
+        # until then: there is no source to restore).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert cp.read() is None
+            except CheckpointClosedError:
+                break
+            assert time.monotonic() < deadline, "close() never began"
+            time.sleep(0.01)
+        time.sleep(0.2)  # only gives a close() that does not wait the time to return
+        assert not closed.is_set(), "close() returned while the save's PUT was held"
+    finally:
+        hold.release(forward=True)
     saver.join(60)
     closer.join(60)
+    assert not saver.is_alive() and not closer.is_alive(), "hung after the PUT was let go"
     assert errors == []
+    assert committed_when_closed == [True], "close() returned before the save committed"
     with pytest.raises(CheckpointClosedError):
         cp.write(b"after close")
     assert restore_all(dest, tmp_path / "out") == {"_dst_cp": b"saved while closing"}
