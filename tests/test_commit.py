@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import anyio
+import anyio.lowlevel
 import pytest
 from _s3server import Request, match
 from _trees import read_tree, restore_all, write_tree
@@ -219,14 +220,30 @@ async def test_keep_versions_keeps_older_versions_restorable(location, tmp_path)
 async def test_local_save_after_a_cancelled_one_succeeds(tmp_path):
     src = write_tree(tmp_path / "src", {f"d{i % 50}/f{i}": b"x" * 4096 for i in range(2000)})
     dest = tmp_path / "dest"
+    data = dest / ".aiocheckpoint" / "data"
     async with AsyncCheckpoint(dest, transfer=TransferConfig(max_concurrency=2)) as cp:
         await cp.write(b"version 1")
-        with anyio.move_on_after(0.2) as scope:
-            await cp.save(src)
-        assert scope.cancelled_caught, "the save finished before it could be cancelled"
+        (first,) = os.listdir(data)
+
+        def under_way() -> bool:
+            """A file of the save is stored in one of its new subfolders."""
+            return any(
+                folder.name != first
+                and any(sub.is_dir() and any(sub.iterdir()) for sub in folder.iterdir())
+                for folder in data.iterdir()
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, src)
+            with anyio.fail_after(60):
+                while not under_way():
+                    # Looked at on every turn of the loop: the save needs many turns to
+                    # store its 2000 files, so it is cancelled well before it is done.
+                    await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+        assert len(os.listdir(dest / ".aiocheckpoint" / "manifests")) == 1  # not committed
         await cp.write(b"version 2")
     assert await restore_all(str(dest), tmp_path / "out") == {"_dst_cp": b"version 2"}
-    data = dest / ".aiocheckpoint" / "data"
     assert len(list(data.iterdir())) == 1  # only version 2's folder: the rest was collected
 
 
