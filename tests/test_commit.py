@@ -254,13 +254,26 @@ async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, t
     dest = f"s3://{bucket}/cp"
     transfer = TransferConfig(multipart_threshold=5 * 2**20, part_size=5 * 2**20)
     src = tmp_path / "src"
+    listing_uploads = match("GET", param="uploads")
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.save(write_tree(src, {"model.bin": b"1" * (6 * 2**20)}))
-        s3_control.delay(0.6, match("PUT", param="partNumber"))
-        s3_control.delay(0.3, match("GET", param="uploads"))
-        await cp.save(write_tree(src, {"model.bin": b"2" * (6 * 2**20)}))
-    listed = s3_control.matching(match("GET", param="uploads"))
-    assert listed, "the save did not list unfinished uploads"
+        # The server answers the listing only while the save's upload is open: one of its
+        # parts is held, so the listing shows that upload.
+        parts = s3_control.hold(match("PUT", param="partNumber"))
+        listing = s3_control.hold(listing_uploads)
+        listed = s3_control.watch(listing_uploads)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(src, {"model.bin": b"2" * (6 * 2**20)}))
+            try:
+                assert await anyio.to_thread.run_sync(parts.wait_for, 1, 60)
+                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60), (
+                    "the save did not list unfinished uploads while its own was open"
+                )
+                listing.release(forward=True)
+                assert await anyio.to_thread.run_sync(listed.wait_answered, 1, 60)
+            finally:
+                listing.release(forward=True)
+                parts.release(forward=True)
     assert not s3_control.matching(match("DELETE", param="uploadId"))  # nothing aborted
     keys = _keys(s3, bucket)
     assert len(keys) == 2, keys  # the old version's object was collected too
