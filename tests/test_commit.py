@@ -126,8 +126,8 @@ async def test_a_restore_reads_the_newest_manifest_while_it_lists_them(
     async with AsyncCheckpoint(f"{dest}-unused", dest) as reader:
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.restore, out)
-            assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-            assert await anyio.to_thread.run_sync(latest.wait_for, 1, 10)
+            assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+            assert await anyio.to_thread.run_sync(latest.wait_for, 1, 60)
             latest.release(forward=True)
             listing.release(forward=True)
     assert read_tree(out) == {"_dst_cp": b"version 1", "model.bin": b"version 2"}
@@ -294,9 +294,9 @@ async def test_a_first_save_uploads_while_the_manifests_are_listed(
     puts = s3_control.hold(data_puts)
     async with AsyncCheckpoint(dest) as cp, anyio.create_task_group() as tg:
         tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
         # Every file's PUT arrives while the listing is still held.
-        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 10)
+        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 60)
         puts.release(forward=True)
         listing.release(forward=True)
     store = Location("s3", tmp_path, s3, bucket)
@@ -313,8 +313,8 @@ async def _holding_the_listing(s3_control, save: Callable[[], Awaitable[None]], 
     puts = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(save)
-        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-        assert await anyio.to_thread.run_sync(puts.wait_for, early, 10)
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+        assert await anyio.to_thread.run_sync(puts.wait_for, early, 60)
         puts.release(forward=True)
         listing.release(forward=True)
 
@@ -368,8 +368,8 @@ async def test_cancelling_a_save_while_it_uploads_ahead_leaves_nothing(
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-                assert await anyio.to_thread.run_sync(upload_parts.wait_for, 1, 10)
+                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+                assert await anyio.to_thread.run_sync(upload_parts.wait_for, 1, 60)
                 scope.cancel()
         s3_control.reset()  # the held requests never reach the store
     assert Location("s3", tmp_path, s3, bucket).keys(dest) == []
