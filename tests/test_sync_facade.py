@@ -186,7 +186,7 @@ def test_forgotten_close_does_not_hang_exit(bucket, tmp_path, child_env):
         env=child_env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -231,7 +231,7 @@ def test_checkpoint_created_before_fork_is_usable_in_the_child(location, tmp_pat
             finally:
                 os._exit(code)
         os.close(write_end)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while os.waitpid(pid, os.WNOHANG) == (0, 0):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
