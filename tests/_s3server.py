@@ -53,12 +53,20 @@ def match(
 
 
 class Watch:
-    """Counts the requests matching ``predicate`` in flight, now and at most."""
+    """Counts the requests matching ``predicate`` in flight, now and at most, and those
+    answered (the answer made, on its way back)."""
 
     def __init__(self, predicate: Predicate) -> None:
         self.predicate = predicate
         self.in_flight = 0
         self.max_in_flight = 0
+        self.answered = 0
+        self._cond = threading.Condition()
+
+    def wait_answered(self, count: int = 1, timeout: float = 60) -> bool:
+        """Block until ``count`` requests are answered; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.answered >= count, timeout)
 
 
 class Hold:
@@ -230,6 +238,10 @@ class Middleware:
                 self.in_flight -= 1
                 for w in watches:
                     w.in_flight -= 1
+            for w in watches:
+                with w._cond:
+                    w.answered += 1
+                    w._cond.notify_all()
 
 
 class _QuietHandler(MotoRequestHandler):

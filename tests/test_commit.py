@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import anyio
+import anyio.lowlevel
 import pytest
 from _s3server import Request, match
 from _trees import read_tree, restore_all, write_tree
@@ -125,8 +126,8 @@ async def test_a_restore_reads_the_newest_manifest_while_it_lists_them(
     async with AsyncCheckpoint(f"{dest}-unused", dest) as reader:
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader.restore, out)
-            assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-            assert await anyio.to_thread.run_sync(latest.wait_for, 1, 10)
+            assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+            assert await anyio.to_thread.run_sync(latest.wait_for, 1, 60)
             latest.release(forward=True)
             listing.release(forward=True)
     assert read_tree(out) == {"_dst_cp": b"version 1", "model.bin": b"version 2"}
@@ -219,14 +220,30 @@ async def test_keep_versions_keeps_older_versions_restorable(location, tmp_path)
 async def test_local_save_after_a_cancelled_one_succeeds(tmp_path):
     src = write_tree(tmp_path / "src", {f"d{i % 50}/f{i}": b"x" * 4096 for i in range(2000)})
     dest = tmp_path / "dest"
+    data = dest / ".aiocheckpoint" / "data"
     async with AsyncCheckpoint(dest, transfer=TransferConfig(max_concurrency=2)) as cp:
         await cp.write(b"version 1")
-        with anyio.move_on_after(0.2) as scope:
-            await cp.save(src)
-        assert scope.cancelled_caught, "the save finished before it could be cancelled"
+        (first,) = os.listdir(data)
+
+        def under_way() -> bool:
+            """A file of the save is stored in one of its new subfolders."""
+            return any(
+                folder.name != first
+                and any(sub.is_dir() and any(sub.iterdir()) for sub in folder.iterdir())
+                for folder in data.iterdir()
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, src)
+            with anyio.fail_after(60):
+                while not under_way():
+                    # Looked at on every turn of the loop: the save needs many turns to
+                    # store its 2000 files, so it is cancelled well before it is done.
+                    await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+        assert len(os.listdir(dest / ".aiocheckpoint" / "manifests")) == 1  # not committed
         await cp.write(b"version 2")
     assert await restore_all(str(dest), tmp_path / "out") == {"_dst_cp": b"version 2"}
-    data = dest / ".aiocheckpoint" / "data"
     assert len(list(data.iterdir())) == 1  # only version 2's folder: the rest was collected
 
 
@@ -237,13 +254,26 @@ async def test_gc_spares_the_uploads_its_own_save_made(s3_control, s3, bucket, t
     dest = f"s3://{bucket}/cp"
     transfer = TransferConfig(multipart_threshold=5 * 2**20, part_size=5 * 2**20)
     src = tmp_path / "src"
+    listing_uploads = match("GET", param="uploads")
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.save(write_tree(src, {"model.bin": b"1" * (6 * 2**20)}))
-        s3_control.delay(0.6, match("PUT", param="partNumber"))
-        s3_control.delay(0.3, match("GET", param="uploads"))
-        await cp.save(write_tree(src, {"model.bin": b"2" * (6 * 2**20)}))
-    listed = s3_control.matching(match("GET", param="uploads"))
-    assert listed, "the save did not list unfinished uploads"
+        # The server answers the listing only while the save's upload is open: one of its
+        # parts is held, so the listing shows that upload.
+        parts = s3_control.hold(match("PUT", param="partNumber"))
+        listing = s3_control.hold(listing_uploads)
+        listed = s3_control.watch(listing_uploads)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(src, {"model.bin": b"2" * (6 * 2**20)}))
+            try:
+                assert await anyio.to_thread.run_sync(parts.wait_for, 1, 60)
+                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60), (
+                    "the save did not list unfinished uploads while its own was open"
+                )
+                listing.release(forward=True)
+                assert await anyio.to_thread.run_sync(listed.wait_answered, 1, 60)
+            finally:
+                listing.release(forward=True)
+                parts.release(forward=True)
     assert not s3_control.matching(match("DELETE", param="uploadId"))  # nothing aborted
     keys = _keys(s3, bucket)
     assert len(keys) == 2, keys  # the old version's object was collected too
@@ -264,9 +294,9 @@ async def test_a_first_save_uploads_while_the_manifests_are_listed(
     puts = s3_control.hold(data_puts)
     async with AsyncCheckpoint(dest) as cp, anyio.create_task_group() as tg:
         tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
         # Every file's PUT arrives while the listing is still held.
-        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 10)
+        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 60)
         puts.release(forward=True)
         listing.release(forward=True)
     store = Location("s3", tmp_path, s3, bucket)
@@ -283,8 +313,8 @@ async def _holding_the_listing(s3_control, save: Callable[[], Awaitable[None]], 
     puts = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(save)
-        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-        assert await anyio.to_thread.run_sync(puts.wait_for, early, 10)
+        assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+        assert await anyio.to_thread.run_sync(puts.wait_for, early, 60)
         puts.release(forward=True)
         listing.release(forward=True)
 
@@ -338,8 +368,8 @@ async def test_cancelling_a_save_while_it_uploads_ahead_leaves_nothing(
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 10)
-                assert await anyio.to_thread.run_sync(upload_parts.wait_for, 1, 10)
+                assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
+                assert await anyio.to_thread.run_sync(upload_parts.wait_for, 1, 60)
                 scope.cancel()
         s3_control.reset()  # the held requests never reach the store
     assert Location("s3", tmp_path, s3, bucket).keys(dest) == []

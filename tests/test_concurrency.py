@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _s3server import match
+from _s3server import Hold, Request, match
 from _trees import read_tree, restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
@@ -21,7 +21,20 @@ pytestmark = pytest.mark.anyio
 
 MiB = 1024 * 1024
 UPLOAD_PART = match("PUT", param="partNumber")
+DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
+DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+
+async def held_at_once(hold: Hold, count: int) -> int:
+    """Wait until the server holds ``count`` requests, then how many it holds a moment
+    later. The wait proves ``count`` overlap (it fails after 60 s); the moment only lets
+    a request beyond ``count`` show up, so a result above ``count`` is a finding, never
+    one that stays at ``count``."""
+    arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
+    assert arrived, f"only {hold.arrived} of {count} requests were ever in flight at once"
+    await anyio.sleep(0.2)
+    return hold.arrived
 
 
 @pytest.fixture
@@ -32,36 +45,61 @@ def big(tmp_path: Path) -> Path:
 
 
 async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, bucket, tmp_path):
+    # The server holds the PUTs, then the GETs: 4 of them pile up, never a fifth, and
+    # once they are let go the save and then the restore complete.
     files = {f"f{i:02d}.bin": os.urandom(1000) for i in range(24)}
     transfer = TransferConfig(max_concurrency=4)
     dest = f"s3://{bucket}/cp"
 
-    s3_control.delay(0.05)
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 2 <= s3_control.max_in_flight <= 4
+    hold = s3_control.hold(DATA_PUT)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp, anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+        try:
+            assert await held_at_once(hold, 4) == 4
+        finally:
+            hold.release(forward=True)
+    assert s3_control.max_in_flight <= 4
+    assert len(s3_control.matching(DATA_PUT)) == len(files)
 
     s3_control.reset()
-    s3_control.delay(0.05)
-    restored = await restore_all(dest, tmp_path / "out", transfer=transfer)
-    assert 2 <= s3_control.max_in_flight <= 4
-    assert restored == files
+    hold = s3_control.hold(DATA_GET)
+    restored: list[dict[str, bytes]] = []
+
+    async def restore() -> None:
+        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(restore)
+        try:
+            assert await held_at_once(hold, 4) == 4
+        finally:
+            hold.release(forward=True)
+    assert s3_control.max_in_flight <= 4
+    assert restored == [files]
 
 
 async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path, big):
     parts = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 8}
-    s3_control.delay(0.05)
-    watch = s3_control.watch(UPLOAD_PART)
+    hold = s3_control.hold(UPLOAD_PART)
     async with AsyncCheckpoint(f"s3://{bucket}/a", transfer=TransferConfig(**parts)) as cp:
-        await cp.save(big)
-    assert watch.max_in_flight >= 2  # unbounded by memory, the 3 parts overlap
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, big)
+            try:
+                assert await held_at_once(hold, 3) == 3  # unbounded by memory, all 3 overlap
+            finally:
+                hold.release(forward=True)
 
     s3_control.reset()
-    s3_control.delay(0.05)
+    hold = s3_control.hold(UPLOAD_PART)
     watch = s3_control.watch(UPLOAD_PART)
     bounded = TransferConfig(**parts, max_buffer_bytes=5 * MiB)  # room for one part
     async with AsyncCheckpoint(f"s3://{bucket}/b", transfer=bounded) as cp:
-        await cp.save(big)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, big)
+            try:
+                assert await held_at_once(hold, 1) == 1
+            finally:
+                hold.release(forward=True)
     assert watch.max_in_flight == 1
     assert len(s3_control.matching(UPLOAD_PART)) == 3
     assert await restore_all(f"s3://{bucket}/b", tmp_path / "out") == {"big.bin": big.read_bytes()}
@@ -69,13 +107,18 @@ async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path,
 
 async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp_path):
     files = {f"f{i:02d}.bin": os.urandom(100_000) for i in range(12)}
-    s3_control.delay(0.05)
-    watch = s3_control.watch(match("PUT", path_contains="/.aiocheckpoint/data/"))
+    hold = s3_control.hold(DATA_PUT)
+    watch = s3_control.watch(DATA_PUT)
     bounded = TransferConfig(max_buffer_bytes=200_000)  # room for two files
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
-        with anyio.fail_after(30):
-            await cp.save(write_tree(tmp_path / "src", files))
-    assert watch.max_in_flight == 2
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+                try:
+                    assert await held_at_once(hold, 2) == 2
+                finally:
+                    hold.release(forward=True)
+    assert watch.max_in_flight <= 2
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -102,17 +145,16 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
-            # b's PUT keeps its bytes, so c and d wait for room when the save is cancelled
-            s3_control.delay(5, match("PUT", path_contains="/b.bin"))
-            with anyio.move_on_after(1):
-                await cp.save(src)
-        s3_control.reset()
-        with anyio.fail_after(20):
+            hold = s3_control.hold(DATA_PUT)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, src)
+                # a's and b's PUTs keep their bytes, so c and d wait for room
+                assert await held_at_once(hold, 2) == 2
+                tg.cancel_scope.cancel()
+        s3_control.reset()  # the held PUTs never reach the store
+        with anyio.fail_after(60):
             await cp.save(src)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
-
-
-DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
 
 
 def small_files(count: int) -> dict[str, bytes]:
@@ -120,14 +162,19 @@ def small_files(count: int) -> dict[str, bytes]:
 
 
 async def test_small_files_read_in_batches_still_fill_the_window(s3_control, bucket, tmp_path):
-    # Small files for S3 are read several per worker-thread call; their PUTs still keep
-    # max_concurrency requests in flight, and never more.
+    # Small files for S3 are read several per worker-thread call; held by the server,
+    # their PUTs still pile up to max_concurrency (64), and never beyond.
     files = small_files(200)
-    s3_control.delay(0.1)
+    hold = s3_control.hold(DATA_PUT)
     watch = s3_control.watch(DATA_PUT)
-    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 56 <= watch.max_in_flight <= 64
+    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp, anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+        try:
+            assert await held_at_once(hold, 64) == 64
+        finally:
+            hold.release(forward=True)
+    assert watch.max_in_flight <= 64
+    assert len(s3_control.matching(DATA_PUT)) == len(files)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -136,7 +183,7 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
 ):
     # Batches of small files hold a request slot per file while they wait for room in the
     # byte budget. Cancelled then, a save gives every slot back: the next save on the same
-    # checkpoint still has all 64.
+    # checkpoint still gets 64 PUTs in flight.
     waiting = write_tree(
         tmp_path / "waiting", {f"f{i:03d}": os.urandom(64 * 1024) for i in range(200)}
     )
@@ -145,15 +192,20 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
-            s3_control.delay(5, DATA_PUT)
-            with anyio.move_on_after(0.5):
-                await cp.save(waiting)
-        s3_control.reset()
-        s3_control.delay(0.1, DATA_PUT)
-        watch = s3_control.watch(DATA_PUT)
-        with anyio.fail_after(30):
-            await cp.save(write_tree(tmp_path / "src", files))
-    assert 56 <= watch.max_in_flight <= 64
+            hold = s3_control.hold(DATA_PUT)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, waiting)
+                # 32 PUTs hold the whole byte budget; the batches behind them wait for it
+                assert await held_at_once(hold, 32) == 32
+                tg.cancel_scope.cancel()
+        s3_control.reset()  # the held PUTs never reach the store
+        hold = s3_control.hold(DATA_PUT)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+            try:
+                assert await held_at_once(hold, 64) == 64
+            finally:
+                hold.release(forward=True)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -298,16 +350,29 @@ async def test_big_restores_use_concurrent_ranged_gets_within_the_byte_budget(
     async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
         await cp.save(big)
     s3_control.reset()
-    s3_control.delay(0.2)
-    ranged = s3_control.watch(lambda r: r.method == "GET" and r.range.startswith("bytes="))
+
+    def is_range(r: Request) -> bool:
+        return r.method == "GET" and r.range.startswith("bytes=")
+
+    hold = s3_control.hold(is_range)
+    ranged = s3_control.watch(is_range)
     transfer = TransferConfig(
         multipart_threshold=5 * MiB, part_size=5 * MiB, max_buffer_bytes=budget
     )
-    assert await restore_all(dest, tmp_path / "out", transfer=transfer) == {
-        "big.bin": big.read_bytes()
-    }
-    assert len(s3_control.matching(lambda r: r.range.startswith("bytes="))) == 3
-    assert ranged.max_in_flight == in_flight
+    restored: list[dict[str, bytes]] = []
+
+    async def restore() -> None:
+        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(restore)
+        try:
+            assert await held_at_once(hold, in_flight) == in_flight
+        finally:
+            hold.release(forward=True)
+    assert restored == [{"big.bin": big.read_bytes()}]
+    assert len(s3_control.matching(is_range)) == 3
+    assert ranged.max_in_flight <= in_flight
 
 
 @pytest.mark.parametrize("threshold", [32 * MiB, 5 * MiB], ids=["whole", "ranges"])
@@ -334,14 +399,20 @@ async def test_restore_holds_pieces_not_whole_objects(tmp_path, threshold):
 
 
 async def test_connection_pool_is_at_least_max_concurrency(s3_control, bucket, tmp_path):
-    # botocore's own default pool is 10 connections: more in flight proves ours is larger.
+    # botocore's own default pool is 10 connections: 16 requests held by the server at
+    # once, each on a connection of its own, prove ours is larger.
     files = {f"f{i:02d}": b"x" for i in range(32)}
-    s3_control.delay(0.2)
-    async with AsyncCheckpoint(
-        f"s3://{bucket}/cp", transfer=TransferConfig(max_concurrency=16)
-    ) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    assert 10 < s3_control.max_in_flight <= 16
+    hold = s3_control.hold(DATA_PUT)
+    transfer = TransferConfig(max_concurrency=16)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
+            try:
+                assert await held_at_once(hold, 16) == 16
+            finally:
+                hold.release(forward=True)
+    assert s3_control.max_in_flight <= 16
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
 class RecordingReader(io.RawIOBase):
@@ -370,11 +441,13 @@ async def test_file_objects_are_streamed_in_parts(s3_control, bucket, tmp_path):
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         async with anyio.create_task_group() as tg:
             tg.start_soon(cp.save, reader)
-            assert await anyio.to_thread.run_sync(hold.wait_for, 1)
-            await anyio.sleep(0.2)  # time to read ahead, as far as the memory bound allows
-            read_while_first_part_in_flight = sum(reader.asks)
-            hold.release(forward=True)
-    assert read_while_first_part_in_flight <= 10 * MiB < len(data)
+            try:
+                # read ahead as far as the memory bound allows: two parts, not a third
+                assert await held_at_once(hold, 2) == 2
+                read_while_two_parts_in_flight = sum(reader.asks)
+            finally:
+                hold.release(forward=True)
+    assert read_while_two_parts_in_flight <= 10 * MiB < len(data)
     assert len(s3_control.matching(UPLOAD_PART)) == 4
     assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": data}
 

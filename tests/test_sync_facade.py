@@ -20,6 +20,7 @@ import pytest
 from _s3server import match
 from _trees import read_tree
 from _trees import restore_all_sync as restore_all
+from conftest import Location
 
 from aiocheckpoint import (
     AsyncCheckpoint,
@@ -186,7 +187,7 @@ def test_forgotten_close_does_not_hang_exit(bucket, tmp_path, child_env):
         env=child_env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -237,7 +238,7 @@ def test_a_forked_child_is_told_to_create_its_own_checkpoint_and_that_one_works(
             finally:
                 os._exit(code)
         os.close(write_end)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while os.waitpid(pid, os.WNOHANG) == (0, 0):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
@@ -261,11 +262,16 @@ def test_a_forked_child_is_told_to_create_its_own_checkpoint_and_that_one_works(
     assert restore_all(dest, tmp_path / "final")["_dst_cp"] == b"parent still works after fork"
 
 
-def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, bucket, tmp_path):
+def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, s3, bucket, tmp_path):
+    # The server holds the save's PUT; close() is called from another thread meanwhile.
+    # Once the PUT is let go the save commits, and close() returns only after that.
     dest = f"s3://{bucket}/cp"
+    store = Location("s3", tmp_path, s3, bucket)
     cp = SyncCheckpoint(dest)
     hold = s3_control.hold(match("PUT", path_contains="/.aiocheckpoint/data/"))
     errors: list[BaseException] = []
+    closed = threading.Event()
+    committed_when_closed: list[bool] = []
 
     def save() -> None:
         try:
@@ -273,17 +279,36 @@ def test_close_from_another_thread_lets_a_save_under_way_finish(s3_control, buck
         except BaseException as exc:
             errors.append(exc)
 
+    def close() -> None:
+        cp.close()
+        committed_when_closed.append(bool(store.manifests(dest)))
+        closed.set()
+
     saver = threading.Thread(target=save)
     saver.start()
-    assert hold.wait_for(1, timeout=60)
-    closer = threading.Thread(target=cp.close)
-    closer.start()
-    closer.join(0.5)
-    assert closer.is_alive(), "close() returned while a save was under way"
-    hold.release(forward=True)
+    try:
+        assert hold.wait_for(1, timeout=60), "the save never sent its PUT"
+        closer = threading.Thread(target=close)
+        closer.start()
+        # close() has begun once the checkpoint refuses new calls (read() returns None
+        # until then: there is no source to restore).
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert cp.read() is None
+            except CheckpointClosedError:
+                break
+            assert time.monotonic() < deadline, "close() never began"
+            time.sleep(0.01)
+        time.sleep(0.2)  # only gives a close() that does not wait the time to return
+        assert not closed.is_set(), "close() returned while the save's PUT was held"
+    finally:
+        hold.release(forward=True)
     saver.join(60)
     closer.join(60)
+    assert not saver.is_alive() and not closer.is_alive(), "hung after the PUT was let go"
     assert errors == []
+    assert committed_when_closed == [True], "close() returned before the save committed"
     with pytest.raises(CheckpointClosedError):
         cp.write(b"after close")
     assert restore_all(dest, tmp_path / "out") == {"_dst_cp": b"saved while closing"}
