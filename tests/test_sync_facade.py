@@ -127,8 +127,13 @@ def test_close_is_idempotent_and_use_after_close_raises(location, tmp_path):
 
 
 CTRL_C_CHILD = """
+import signal
 import sys
 from aiocheckpoint import SyncCheckpoint, TransferConfig
+
+# Ctrl-C raises KeyboardInterrupt as in a terminal, also when the tests run as a background
+# job, whose children start with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 transfer = TransferConfig(multipart_threshold=5 * 2**20, part_size=5 * 2**20)
 try:
