@@ -479,3 +479,43 @@ async def test_a_local_save_with_one_slot_and_one_part_of_memory_stores_every_fi
         with anyio.fail_after(30):
             await cp.save(write_tree(tmp_path / "src", files))
     assert await restore_all(str(tmp_path / "dest"), tmp_path / "out") == files
+
+
+async def test_a_multipart_threshold_under_a_mebibyte_still_stores_every_file(location, tmp_path):
+    # Files up to 1 MiB are batched only when they are also under the threshold: a file
+    # between the two goes up in parts, and the small files beside it are not left out.
+    files = {
+        "a.bin": os.urandom(600 * 1024),
+        "b.bin": os.urandom(100 * 1024),
+        "c/d.bin": os.urandom(700 * 1024),
+        "c/e.bin": b"tiny",
+    }
+    dest = location.new()
+    low = TransferConfig(multipart_threshold=512 * 1024)
+    async with AsyncCheckpoint(dest, transfer=low) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert await restore_all(dest, tmp_path / "out", transfer=low) == files
+
+
+async def test_a_stream_upload_cancelled_while_starting_its_multipart_leaves_none_open(
+    s3_control, s3, bucket, tmp_path
+):
+    # A new checkpoint object guesses its dest is new and uploads a stream at once. The
+    # listing then shows version 1, so that early upload is cancelled, here while its
+    # CreateMultipartUpload is held by the server: the upload it started is aborted.
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+    data = os.urandom(12 * MiB)
+    create = s3_control.hold(lambda r: r.method == "POST" and r.has_param("uploads"))
+    manifest_read = s3_control.watch(match("GET", path_contains="/.aiocheckpoint/manifests/v"))
+    async with AsyncCheckpoint(dest, transfer=MULTIPART) as cp:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cp.save, io.BytesIO(data))
+            try:
+                assert await anyio.to_thread.run_sync(create.wait_for, 1, 60)
+                assert await anyio.to_thread.run_sync(manifest_read.wait_answered, 1, 60)
+            finally:
+                create.release(forward=True)
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": data}

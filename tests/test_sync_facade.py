@@ -205,6 +205,11 @@ def test_forgotten_close_does_not_hang_exit(bucket, tmp_path, child_env):
 def _in_forked_child(cp: SyncCheckpoint, dest: str, src: str, tmp_path: Path) -> str:
     try:
         try:
+            cp.prev_exists()
+            return "the parent's object answered prev_exists() in the child"
+        except CheckpointError:
+            pass
+        try:
             cp.save(tmp_path / "child.txt")
             return "the parent's object saved in the child"
         except CheckpointError as exc:

@@ -75,7 +75,9 @@ class AsyncCheckpoint:
         self._threads = CapacityLimiter(transfer.max_threads)
         self._engine = Engine(transfer, self._threads)
         self._catalog = Catalog(self._engine)
-        s3 = S3Options(endpoint_url, region_name, botocore_config, transfer.max_concurrency)
+        # A streamed GET holds at most 4 MiB, or the whole byte budget if less.
+        piece = min(S3Options.piece, transfer.buffer_bytes)
+        s3 = S3Options(endpoint_url, region_name, botocore_config, transfer.max_concurrency, piece)
         self._storages = Storages(s3, self._threads)
         self._opened: dict[Location, Storage] = {}
         self._open_lock = anyio.Lock()

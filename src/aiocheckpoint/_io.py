@@ -26,9 +26,6 @@ class Chunk:
     crc: int
 
 
-EMPTY = Chunk(io.BytesIO(), 0, 0)
-
-
 def fill(readinto: Callable[[memoryview], int | None], view: memoryview) -> int:
     """Fill ``view`` from ``readinto`` until it is full or the source ends; the count."""
     got = 0

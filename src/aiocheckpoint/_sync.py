@@ -56,11 +56,7 @@ class _Loop:
         self.pid = os.getpid()
         ready: Future[BlockingPortal] = Future()
         self._thread = threading.Thread(
-            target=anyio.run,
-            args=(self._serve, ready),
-            kwargs={"backend": "asyncio"},  # aiohttp needs asyncio
-            daemon=True,
-            name="aiocheckpoint",
+            target=self._main, args=(ready,), daemon=True, name="aiocheckpoint"
         )
         self._thread.start()
         self.portal = ready.result()
@@ -73,6 +69,15 @@ class _Loop:
             raise
         self.closed = False
         self._lock = threading.Lock()
+
+    @classmethod
+    def _main(cls, ready: Future[BlockingPortal]) -> None:
+        try:
+            anyio.run(cls._serve, ready, backend="asyncio")  # aiohttp needs asyncio
+        except BaseException as exc:
+            if not ready.done():  # the loop never started: say why, instead of waiting
+                ready.set_exception(exc)
+            raise
 
     @staticmethod
     async def _serve(ready: Future[BlockingPortal]) -> None:
@@ -169,6 +174,10 @@ class SyncCheckpoint(Checkpoint):
 
     def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""
+        self._check_usable()
+        return self._loop.run(partial(method, self._loop.checkpoint, *args))
+
+    def _check_usable(self) -> None:
         if self._closed:
             raise CheckpointClosedError(f"{self!r} is closed")
         if self._loop.pid != os.getpid():
@@ -177,7 +186,6 @@ class SyncCheckpoint(Checkpoint):
                 f" process {os.getpid()}, forked from it: create the checkpoint object in the"
                 " process that uses it"
             )
-        return self._loop.run(partial(method, self._loop.checkpoint, *args))
 
     def __repr__(self) -> str:
         return repr(self._loop.checkpoint).replace("AsyncCheckpoint", "SyncCheckpoint", 1)
@@ -194,6 +202,7 @@ class SyncCheckpoint(Checkpoint):
         self._finalizer()
 
     def prev_exists(self) -> bool:
+        self._check_usable()
         return self._loop.checkpoint.prev_exists()
 
     def restore(self, path: PathLike | None = None) -> Path | None:

@@ -51,17 +51,20 @@ class Uploader:
     async def run(self, items: list[Upload]) -> list[Stored]:
         results: list[Stored | None] = [None] * len(items)
         whole = self._config.multipart_threshold
-        sizes = [u.size if isinstance(u.source, Path) and u.size <= SMALL else None for u in items]
+        small = min(SMALL, whole)
+        sizes = [u.size if isinstance(u.source, Path) and u.size <= small else None for u in items]
         async with task_group() as tg:
             for batch in self._limits.batches(sizes):  # in the order given
                 first = items[batch[0]]
-                if not isinstance(first.source, Path):
+                if not isinstance(first.source, Path):  # a save has one stream at most
                     tg.start_soon(self._stream, first, batch[0], results)
                 elif first.size <= whole:
                     await tg.start(self._files, [items[i] for i in batch], batch, results)
                 else:
                     await tg.start(self._parts, first, batch[0], results)
-        return [r for r in results if r is not None]
+        stored = [r for r in results if r is not None]
+        assert len(stored) == len(items), "an upload ended without a result or an error"
+        return stored
 
     def _key(self, item: Upload) -> str:
         return self._prefix + item.name
@@ -135,10 +138,10 @@ class Uploader:
         ends within the first part, else a multipart upload. Each part is read under its
         own permit, one after another, and sent while the next one is read."""
         parts: Parts = {}
-        upload = None
+        started = _Started()
         try:
             async with task_group() as tg:
-                first = await tg.start(self._first_part, item, parts)
+                first = await tg.start(self._first_part, item, parts, started)
                 if isinstance(first, Stored):
                     results[i] = first
                     return
@@ -154,16 +157,22 @@ class Uploader:
                     number, offset = number + 1, offset + got
             await self._complete(upload)
         except BaseException:
-            await _abort(upload)
+            await _abort(started.upload)
             raise
         results[i] = Stored(offset, combine_parts([parts[n] for n in sorted(parts)]))
         self._stored(item)
 
     async def _first_part(
-        self, item: Upload, parts: Parts, *, task_status: TaskStatus[Stored | MultipartUpload]
+        self,
+        item: Upload,
+        parts: Parts,
+        started: _Started,
+        *,
+        task_status: TaskStatus[Stored | MultipartUpload],
     ) -> None:
         """Read the first part: the whole stream (stored with one PUT, unless it is what
-        ``item.previous`` holds), or part 1 of a multipart upload it starts."""
+        ``item.previous`` holds), or part 1 of a multipart upload it starts (and records
+        in ``started`` at once, for the caller to abort even if it never learns it)."""
         part = self._config.part_size
         stream: Any = item.source
         async with self._limits.permit(1, part):
@@ -178,7 +187,7 @@ class Uploader:
                     self._stored(item)
                 task_status.started(stored)
                 return
-            upload = await _start_multipart(self._storage, self._key(item))
+            upload = started.upload = await _start_multipart(self._storage, self._key(item))
             parts[1] = (chunk.crc, chunk.size)
             task_status.started(upload)
             await upload.put_part(1, 0, chunk.body, chunk.crc)
@@ -217,6 +226,12 @@ class Uploader:
     def _stored(self, item: Upload) -> None:
         key = self._key(item)
         log.debug("stored %s as %s", item.name, self._storage.describe(key))
+
+
+class _Started:
+    """The multipart upload a stream's first part started, if any."""
+
+    upload: MultipartUpload | None = None
 
 
 async def _start_multipart(storage: Storage, key: str) -> MultipartUpload:

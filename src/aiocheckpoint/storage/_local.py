@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +33,15 @@ def _tmp_name(path: Path) -> Path:
 def _raise(error: OSError) -> None:
     if not isinstance(error, FileNotFoundError):  # a folder removed while listing is fine
         raise error
+
+
+def _open_unbuffered(path: Path) -> io.FileIO:
+    return open(path, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
+
+
+def _read_head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -126,13 +137,13 @@ class LocalStorage:
         def store() -> list[int]:
             crcs = []
             for f, path in zip(files, paths, strict=True):
-                chunk = read_at(f.path, 0, f.size)
+                chunk = read_at(f.path, 0, f.size)  # the caller's file: its errors name it
                 with chunk.body.getbuffer() as view:
-                    self._store(path, view)
+                    self._mapped(f.key, partial(self._store, path, view))
                 crcs.append(chunk.crc)
             return crcs
 
-        return await self.run(files[0].key, store)
+        return await anyio.to_thread.run_sync(store, limiter=self._limiter)
 
     async def put_exclusive(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -184,15 +195,15 @@ class LocalStorage:
             out: list[tuple[int, int] | None] = []
             for f, path in zip(files, paths, strict=True):
                 try:
-                    with open(path, "rb") as src:
-                        data = src.read(f.size + 1)
+                    data = self._mapped(f.key, partial(_read_head, path, f.size + 1))
                 except FileNotFoundError:
                     out.append(None)
                     continue
+                # the caller's file: its errors name it
                 out.append((len(data), 0 if len(data) > f.size else write_file(f.path, data)))
             return out
 
-        return await self.run(files[0].key, copy)
+        return await anyio.to_thread.run_sync(copy, limiter=self._limiter)
 
     async def get_into(
         self, key: str, fd: int, start: int, length: int, *, whole: bool = False
@@ -201,10 +212,8 @@ class LocalStorage:
 
         def copy() -> tuple[int, int]:
             crc = got = 0
-            with (
-                open(path, "rb", buffering=0) as f,
-                memoryview(bytearray(min(length, _COPY_BUFFER) or 1)) as view,
-            ):
+            opened = self._mapped(key, partial(_open_unbuffered, path))
+            with opened as f, memoryview(bytearray(min(length, _COPY_BUFFER) or 1)) as view:
                 f.seek(start)
                 while got < length:
                     n = fill(f.readinto, view[: min(len(view), length - got)])
@@ -217,7 +226,7 @@ class LocalStorage:
                     got += len(f.read(1))
             return crc, got
 
-        return await self.run(key, copy)
+        return await anyio.to_thread.run_sync(copy, limiter=self._limiter)
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
