@@ -8,6 +8,7 @@ import io
 import os
 import random
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -24,6 +25,20 @@ UPLOAD_PART = match("PUT", param="partNumber")
 DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
 DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+
+
+async def held_while(
+    hold: Hold, count: int, func: Callable[..., Awaitable[object]], *args: object
+) -> int:
+    """Run ``func(*args)`` while the server holds the requests ``hold`` matches: once
+    ``count`` are held (see :func:`held_at_once`), let them go and ``func`` finish; how
+    many were held."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(func, *args)
+        try:
+            return await held_at_once(hold, count)
+        finally:
+            hold.release(forward=True)
 
 
 async def held_at_once(hold: Hold, count: int) -> int:
@@ -50,12 +65,8 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
     dest = f"s3://{bucket}/cp"
 
     hold = s3_control.hold(DATA_PUT)
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp, anyio.create_task_group() as tg:
-        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-        try:
-            assert await held_at_once(hold, 4) == 4
-        finally:
-            hold.release(forward=True)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        assert await held_while(hold, 4, cp.save, write_tree(tmp_path / "src", files)) == 4
     assert s3_control.max_in_flight <= 4
     assert len(s3_control.matching(DATA_PUT)) == len(files)
 
@@ -66,12 +77,7 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
     async def restore() -> None:
         restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(restore)
-        try:
-            assert await held_at_once(hold, 4) == 4
-        finally:
-            hold.release(forward=True)
+    assert await held_while(hold, 4, restore) == 4
     assert s3_control.max_in_flight <= 4
     assert restored == [files]
 
@@ -80,24 +86,14 @@ async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path,
     parts = {"multipart_threshold": 5 * MiB, "part_size": 5 * MiB, "max_concurrency": 8}
     hold = s3_control.hold(UPLOAD_PART)
     async with AsyncCheckpoint(f"s3://{bucket}/a", transfer=TransferConfig(**parts)) as cp:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cp.save, big)
-            try:
-                assert await held_at_once(hold, 3) == 3  # unbounded by memory, all 3 overlap
-            finally:
-                hold.release(forward=True)
+        assert await held_while(hold, 3, cp.save, big) == 3  # unbounded by memory, all 3 overlap
 
     s3_control.reset()
     hold = s3_control.hold(UPLOAD_PART)
     watch = s3_control.watch(UPLOAD_PART)
     bounded = TransferConfig(**parts, max_buffer_bytes=5 * MiB)  # room for one part
     async with AsyncCheckpoint(f"s3://{bucket}/b", transfer=bounded) as cp:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cp.save, big)
-            try:
-                assert await held_at_once(hold, 1) == 1
-            finally:
-                hold.release(forward=True)
+        assert await held_while(hold, 1, cp.save, big) == 1
     assert watch.max_in_flight == 1
     assert len(s3_control.matching(UPLOAD_PART)) == 3
     assert await restore_all(f"s3://{bucket}/b", tmp_path / "out") == {"big.bin": big.read_bytes()}
@@ -110,12 +106,7 @@ async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp
     bounded = TransferConfig(max_buffer_bytes=200_000)  # room for two files
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-                try:
-                    assert await held_at_once(hold, 2) == 2
-                finally:
-                    hold.release(forward=True)
+            assert await held_while(hold, 2, cp.save, write_tree(tmp_path / "src", files)) == 2
     assert watch.max_in_flight <= 2
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
@@ -165,12 +156,8 @@ async def test_small_files_read_in_batches_still_fill_the_window(s3_control, buc
     files = small_files(200)
     hold = s3_control.hold(DATA_PUT)
     watch = s3_control.watch(DATA_PUT)
-    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp, anyio.create_task_group() as tg:
-        tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-        try:
-            assert await held_at_once(hold, 64) == 64
-        finally:
-            hold.release(forward=True)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
+        assert await held_while(hold, 64, cp.save, write_tree(tmp_path / "src", files)) == 64
     assert watch.max_in_flight <= 64
     assert len(s3_control.matching(DATA_PUT)) == len(files)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
@@ -198,12 +185,7 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
                 tg.cancel_scope.cancel()
         s3_control.reset()  # the held PUTs never reach the store
         hold = s3_control.hold(DATA_PUT)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-            try:
-                assert await held_at_once(hold, 64) == 64
-            finally:
-                hold.release(forward=True)
+        assert await held_while(hold, 64, cp.save, write_tree(tmp_path / "src", files)) == 64
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
@@ -362,12 +344,7 @@ async def test_big_restores_use_concurrent_ranged_gets_within_the_byte_budget(
     async def restore() -> None:
         restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(restore)
-        try:
-            assert await held_at_once(hold, in_flight) == in_flight
-        finally:
-            hold.release(forward=True)
+    assert await held_while(hold, in_flight, restore) == in_flight
     assert restored == [{"big.bin": big.read_bytes()}]
     assert len(s3_control.matching(is_range)) == 3
     assert ranged.max_in_flight <= in_flight
@@ -403,12 +380,7 @@ async def test_connection_pool_is_at_least_max_concurrency(s3_control, bucket, t
     hold = s3_control.hold(DATA_PUT)
     transfer = TransferConfig(max_concurrency=16)
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
-            try:
-                assert await held_at_once(hold, 16) == 16
-            finally:
-                hold.release(forward=True)
+        assert await held_while(hold, 16, cp.save, write_tree(tmp_path / "src", files)) == 16
     assert s3_control.max_in_flight <= 16
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
