@@ -40,7 +40,6 @@ def test_default_buffer_bound_is_concurrency_times_part_up_to_12_parts():
         {"multipart_threshold": 6 * GiB},
         {"max_buffer_bytes": 0},
         {"max_threads": -1},
-        {"max_concurrency": True},
     ],
 )
 def test_out_of_range_values_name_the_setting(kwargs):

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 import socket
+import sys
 from pathlib import Path
 
 import anyio
@@ -79,6 +80,35 @@ def test_keep_versions_below_one_is_refused(cls, tmp_path):
         cls(str(tmp_path), keep_versions=0)
 
 
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"keep_versions": "2"}, "keep_versions"),
+        ({"keep_versions": True}, "keep_versions"),
+        ({"keep_versions": 1.0}, "keep_versions"),
+        ({"endpoint_url": 9000}, "endpoint_url"),
+        ({"region_name": b"us-east-1"}, "region_name"),
+        ({"botocore_config": {"read_timeout": 2}}, "botocore_config"),
+        ({"transfer": TransferConfig}, "TransferConfig"),
+    ],
+)
+def test_constructor_arguments_of_the_wrong_type_raise_type_error(cls, kwargs, named, tmp_path):
+    with pytest.raises(TypeError, match=named):
+        cls(str(tmp_path), **kwargs)
+    with pytest.raises(TypeError, match="checkpoint_dest"):
+        cls(42)
+    with pytest.raises(TypeError, match="checkpoint_src"):
+        cls(str(tmp_path), 42)
+
+
+@pytest.mark.parametrize("field", ["max_concurrency", "part_size", "max_buffer_bytes"])
+@pytest.mark.parametrize("bad", ["8", 8.0, True])
+def test_transfer_settings_of_the_wrong_type_raise_type_error(field, bad):
+    with pytest.raises(TypeError, match=field):
+        TransferConfig(**{field: bad})
+
+
 @pytest.fixture(params=["async", "sync"])
 def api(request):
     return request.param
@@ -122,14 +152,24 @@ async def test_caller_mistakes_raise_builtin_errors_and_change_nothing(api, loca
         with pytest.raises(FileNotFoundError, match="such-file.bin"):
             await call(cp, "save", str(missing))
 
-        with pytest.raises(ValueError, match="int"):
-            await call(cp, "save", 123)
+        for wrong in (123, None, [str(a_file)]):
+            with pytest.raises(TypeError, match=type(wrong).__name__):
+                await call(cp, "save", wrong)
+        for raw in (b"raw bytes", bytearray(b"raw"), memoryview(b"raw")):
+            with pytest.raises(TypeError, match=r"use write\(\)"):
+                await call(cp, "save", raw)
         with open(a_file) as text_file:
-            with pytest.raises(ValueError, match="TextIOWrapper"):
+            with pytest.raises(TypeError, match="TextIOWrapper"):
                 await call(cp, "save", text_file)
+        with open(a_file, "ab") as write_only:
+            with pytest.raises(ValueError, match="not readable"):
+                await call(cp, "save", write_only)
 
-        with pytest.raises(TypeError, match="str"):
-            await call(cp, "write", "not bytes")
+        for wrong in ("not bytes", 42, None):
+            with pytest.raises(TypeError, match=type(wrong).__name__):
+                await call(cp, "write", wrong)
+        with pytest.raises(TypeError, match="int"):
+            await call(cp, "restore", 42)
 
         assert location.manifests(dest) == []
         await call(cp, "write", b"still usable")
@@ -249,3 +289,14 @@ async def test_restore_onto_a_folder_in_the_way_names_it(location, tmp_path):
             await cp.restore(out)
     assert (out / "_dst_cp" / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["_dst_cp"]  # no staging folder left
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_s3_without_the_s3_extra_says_what_to_install(cls, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)  # as if not installed
+    for args in [("s3://bucket/run",), (str(tmp_path), "s3://bucket/prev")]:
+        with pytest.raises(ImportError, match=r"pip install 'aiocheckpoint\[s3\]'"):
+            cls(*args)
+    with SyncCheckpoint(str(tmp_path / "local")) as cp:  # local storage needs no extra
+        cp.write(b"local")
+    assert (tmp_path / "local" / ".aiocheckpoint").is_dir()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -18,7 +19,7 @@ from anyio.lowlevel import EventLoopToken, current_token
 from . import _scan
 from ._catalog import Catalog
 from ._commit import Save
-from ._config import TransferConfig
+from ._config import TransferConfig, check_positive
 from ._engine import Engine, Upload
 from ._errors import CheckpointClosedError, CheckpointError
 from ._restore import restore_into
@@ -41,7 +42,11 @@ class AsyncCheckpoint:
     :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
     :param botocore_config: a ``botocore.config.Config`` merged over the defaults (dict
         options such as ``s3`` and ``retries`` key by key).
+    :raises TypeError: an argument of the wrong type.
     :raises ValueError: an unsupported URL scheme or a bad option.
+    :raises RuntimeError: an ``s3://`` location used from an event loop other than
+        asyncio's (aiobotocore runs on asyncio only).
+    :raises ImportError: an ``s3://`` location without the ``s3`` extra installed.
     """
 
     SRC_LOCAL_FOLDER = "prev_cp"
@@ -65,12 +70,11 @@ class AsyncCheckpoint:
             transfer = TransferConfig()
         elif not isinstance(transfer, TransferConfig):
             raise TypeError(f"transfer must be a TransferConfig, not {type(transfer).__name__}")
-        if (
-            not isinstance(keep_versions, int)
-            or isinstance(keep_versions, bool)
-            or keep_versions < 1
-        ):
-            raise ValueError(f"keep_versions must be a positive integer, got {keep_versions!r}")
+        check_positive("keep_versions", keep_versions)
+        for name, value in (("endpoint_url", endpoint_url), ("region_name", region_name)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+        _check_botocore_config(botocore_config)
         self._keep = keep_versions
         self._threads = CapacityLimiter(transfer.max_threads)
         self._engine = Engine(transfer, self._threads)
@@ -87,6 +91,10 @@ class AsyncCheckpoint:
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
+        if (s3_at := self._s3_location()) is not None:
+            _require_s3_support()
+            if _running_loop() == "other":
+                raise _needs_asyncio(s3_at)
 
     def __repr__(self) -> str:
         src = str(self._src) if self._src else None
@@ -127,6 +135,9 @@ class AsyncCheckpoint:
         self._check_closed()
         loop = current_token()
         if self._loop is None:
+            s3_at = self._s3_location()
+            if s3_at is not None and _running_loop() == "other":
+                raise _needs_asyncio(s3_at)
             self._loop = loop
         elif loop != self._loop:
             # Its client, locks and limiters belong to the loop it first ran on.
@@ -134,6 +145,9 @@ class AsyncCheckpoint:
                 f"{self!r} was first used on another event loop; create one"
                 " AsyncCheckpoint per event loop (or use SyncCheckpoint)"
             )
+
+    def _s3_location(self) -> Location | None:
+        return next((loc for loc in (self._dest, self._src) if loc and loc.scheme == "s3"), None)
 
     async def _storage(self, location: Location) -> Storage:
         self._check_open()
@@ -160,10 +174,13 @@ class AsyncCheckpoint:
         :param path: an existing directory, or None for a private temp folder
             (``<tmp>/prev_cp``) removed on close.
         :return: the folder, or None when there is no previous checkpoint.
+        :raises TypeError: ``path`` is neither a str nor path-like.
         :raises ValueError: ``path`` is not an existing directory.
         :raises CheckpointNotFoundError: the source holds no checkpoint.
         :raises CorruptCheckpointError: a file is missing or does not match the manifest.
         """
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
         self._check_open()
         if self._src is None:
             return None
@@ -174,7 +191,7 @@ class AsyncCheckpoint:
 
     async def _restore_once(self, path: PathLike | None, store: Storage) -> Path:
         if path is not None:
-            target = Path(os.fspath(path))
+            target = Path(os.fspath(path))  # a str or PathLike: restore() checked
             if not await self._thread(target.is_dir):
                 raise ValueError(
                     "Checkpoints can be restored to a directory only."
@@ -202,8 +219,11 @@ class AsyncCheckpoint:
         nothing is committed. A file is stored under its name, a folder's files
         under their paths relative to it, a file object as ``_dst_cp``.
 
-        :raises ValueError: ``cp`` is of another type, or a folder holds a symlink that
-            points outside it, or something that is not a regular file.
+        :raises TypeError: ``cp`` is neither a path nor a binary file object (bytes go
+            to :meth:`write`).
+        :raises ValueError: ``cp`` is a file object that cannot be read, or a folder holds
+            a symlink that points outside it, a symlink loop, or something that is not a
+            regular file; or a name is too long for the destination.
         :raises FileNotFoundError: ``cp`` does not exist.
         :raises CheckpointError: another writer committed to the same dest meanwhile.
         """
@@ -235,3 +255,45 @@ class AsyncCheckpoint:
         async with self._save_lock:
             store = await self._storage(self._dest)
             await Save(store, self._engine, self._catalog, self._keep, items).run()
+
+
+def _check_botocore_config(config: Any) -> None:
+    if config is None:
+        return
+    try:
+        from botocore.config import Config
+    except ImportError:  # no botocore: whatever it is, it is not its Config
+        Config = None  # noqa: N806
+    if Config is None or not isinstance(config, Config):
+        raise TypeError(
+            f"botocore_config must be a botocore.config.Config, not {type(config).__name__}"
+        )
+
+
+def _require_s3_support() -> None:
+    try:
+        import aiobotocore  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "s3:// checkpoints need the s3 extra: pip install 'aiocheckpoint[s3]'"
+        ) from exc
+
+
+def _running_loop() -> str:
+    """"asyncio", "other" (trio) or "none": which event loop runs in this thread."""
+    try:
+        current_token()
+    except RuntimeError:
+        return "none"
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return "other"
+    return "asyncio"
+
+
+def _needs_asyncio(location: Location) -> RuntimeError:
+    return RuntimeError(
+        f"AsyncCheckpoint on {location} uses S3, which needs the asyncio event loop"
+        " (aiobotocore runs on asyncio only); under trio, use SyncCheckpoint or a local path"
+    )

@@ -36,7 +36,8 @@ class TransferConfig:
         MiB with the other defaults): many small requests may be in flight, but at most
         12 parts' or ranges' worth of bytes.
     :param max_threads: worker threads for local file I/O.
-    :raises ValueError: a value is not a positive integer, ``part_size`` is outside
+    :raises TypeError: a value is not an int.
+    :raises ValueError: a value is below 1, ``part_size`` is outside
         S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.
     """
 
@@ -48,9 +49,9 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_concurrency", "multipart_threshold", "part_size", "max_threads"):
-            _check_positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         if self.max_buffer_bytes is not None:
-            _check_positive("max_buffer_bytes", self.max_buffer_bytes)
+            check_positive("max_buffer_bytes", self.max_buffer_bytes)
         if self.multipart_threshold > MAX_PART_SIZE:
             raise ValueError(
                 "multipart_threshold must be at most 5 GiB (S3's largest single PUT),"
@@ -80,6 +81,9 @@ class TransferConfig:
         return min(part, MAX_PART_SIZE)
 
 
-def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def check_positive(name: str, value: object) -> None:
+    """A wrong type is a ``TypeError``, a value below 1 a ``ValueError``; both name it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
+    if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -33,23 +33,27 @@ _CHECK_BUFFER = 1024 * 1024
 async def uploads(cp: Any, threads: CapacityLimiter) -> list[Upload]:
     """What saving ``cp`` (a path, or a binary file object) stores.
 
-    :raises ValueError: another type, a text or unreadable file object, or a folder that
-        holds a symlink pointing outside it or something that is not a regular file.
+    :raises TypeError: another type (bytes included: they go to ``write()``), or a text
+        file object.
+    :raises ValueError: an unreadable file object, or a folder that holds a symlink
+        pointing outside it or something that is not a regular file.
     :raises FileNotFoundError: the path does not exist.
     """
     if isinstance(cp, (str, os.PathLike)):
         path = Path(os.fspath(cp))
         found: list[Upload] = await anyio.to_thread.run_sync(scan, path, limiter=threads)
         return found
+    if isinstance(cp, io.TextIOBase):
+        raise TypeError(f"cannot save text file object {cp!r}: open it in binary mode ('rb')")
     if isinstance(cp, io.IOBase) and hasattr(cp, "read"):
-        if isinstance(cp, io.TextIOBase):
-            raise ValueError(f"cannot save text file object {cp!r}: open it in binary mode ('rb')")
         if not cp.readable():
             raise ValueError(f"cannot save file object {cp!r}: it is not readable")
         return [Upload(STREAM_NAME, cp)]  # type: ignore[arg-type]
-    raise ValueError(
-        f"Unsupported checkpoint type {type(cp).__name__}: expected a path to a file"
-        " or folder, or a binary file object"
+    if isinstance(cp, (bytes, bytearray, memoryview)):
+        raise TypeError("save() takes a path or a binary file object; to store bytes, use write()")
+    raise TypeError(
+        f"save() takes a path to a file or folder, or a binary file object,"
+        f" not {type(cp).__name__}"
     )
 
 

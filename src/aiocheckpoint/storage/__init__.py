@@ -90,7 +90,12 @@ class Storages:
     async def open(self, location: Location) -> Storage:
         if location.scheme == "file":
             return LocalStorage(Path(location.path), self._threads)
-        from ._s3 import S3Storage, no_expect_continue
+        try:
+            from ._s3 import S3Storage, no_expect_continue
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                f"{location} needs the s3 extra: pip install 'aiocheckpoint[s3]'"
+            ) from exc
 
         if self._s3_client is None:
             self._s3_client = await self._stack.enter_async_context(self._s3_client_context())
@@ -99,13 +104,9 @@ class Storages:
         return S3Storage(self._s3_client, location.path, location.prefix, self._threads, opts.piece)
 
     def _s3_client_context(self) -> Any:
-        try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "s3:// checkpoints need aiobotocore: pip install 'aiocheckpoint[s3]'"
-            ) from exc
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
         opts = self._s3_options
         session = get_session()
         # Each session would parse botocore's S3 model again (~50 ms); the loader only
