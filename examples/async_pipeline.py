@@ -6,6 +6,8 @@ Eight producers build their shards at the same time and write them to a work
 folder, with an index of SHA-256 digests beside them. AsyncCheckpoint saves the
 folder as one commit; a second AsyncCheckpoint restores it into ./restored,
 and every shard is checked against the index.
+
+Needs only aiocheckpoint itself (``pip install .``): checkpoints go to local disk.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ The endpoint and credentials come from the usual AWS settings. With no endpoint
 set (AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3), the example starts a local moto
 server, creates the bucket there and stops the server at the end.
 It writes ./s3_example/source and restores into ./s3_example/restored.
+
+Needs the S3 extra, and boto3 and moto for the local server:
+``pip install '.[s3]' boto3 'moto[server]'`` (or ``pip install '.[test]'``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,14 @@ def local_s3(bucket: str) -> Iterator[None]:
     if os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3"):
         yield
         return
-    import boto3
-    from moto.server import ThreadedMotoServer
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise SystemExit(
+            f"{exc.name} is not installed: with no S3 endpoint set, this example runs a"
+            " local moto server, which needs pip install boto3 'moto[server]'"
+        ) from exc
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # werkzeug logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

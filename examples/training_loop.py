@@ -4,6 +4,8 @@
     python examples/training_loop.py --stop-at 7    # dies after step 7, like a preempted job
     python examples/training_loop.py                # resumes from the save at step 5
 
+Needs only aiocheckpoint itself (``pip install .``): checkpoints go to local disk.
+
 The "model" fits y = 3x + 2 by gradient descent. Its state is a few files in a
 folder: model.json, trainer.json and logs/loss.csv. Each step draws its data from
 a generator seeded by the step number, so a resumed run ends with exactly the
@@ -71,6 +73,8 @@ def main() -> None:
         try:
             checkpoint.restore(run)
         except CheckpointNotFoundError:
+            pass  # nothing saved there yet
+        if not (run / "trainer.json").exists():  # also a folder that exists but is empty
             print(f"no checkpoint in {args.checkpoints}, starting fresh")
             fresh_state(run)
         start = json.loads((run / "trainer.json").read_text())["step"]

@@ -74,6 +74,14 @@ def test_training_loop_resumes_after_preemption(tmp_path: Path) -> None:
     assert read_training_state(straight / "elsewhere", straight)[0] == model
 
 
+def test_training_loop_starts_fresh_in_an_empty_checkpoint_folder(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    out = run("examples/training_loop.py", "--steps", "5", cwd=tmp_path)
+    assert "starting fresh" in out
+    assert "done after 5 steps" in out
+    assert read_training_state(tmp_path / "checkpoints", tmp_path)[1]["step"] == 5
+
+
 def test_async_pipeline_restores_every_shard(tmp_path: Path) -> None:
     out = run("examples/async_pipeline.py", cwd=tmp_path)
     assert "verified 8 shards" in out
@@ -98,6 +106,25 @@ def test_s3_example_round_trips_a_folder(tmp_path: Path) -> None:
     assert len(files) == 4
     match, mismatch, errors = filecmp.cmpfiles(source, restored, files, shallow=False)
     assert (mismatch, errors) == ([], [])
+
+
+def test_s3_example_says_what_to_install_when_moto_is_missing(tmp_path: Path) -> None:
+    script = ROOT / "examples" / "s3_example.py"
+    as_if_missing = (
+        "import runpy, sys; sys.modules['moto'] = sys.modules['moto.server'] = None;"
+        f" sys.argv = ['s3_example.py']; runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", as_if_missing],
+        cwd=tmp_path,
+        env=without_s3_endpoint(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "pip install boto3 'moto[server]'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
