@@ -12,7 +12,7 @@ from ._engine import Engine, Upload
 from ._publish import publish
 from ._scan import stream_starts
 from ._tasks import Later, task_group
-from ._upload import EarlyUpload, Uploaded, new_folder, upload_changes
+from ._upload import EarlyUpload, Uploaded, check_key_lengths, new_folder, upload_changes
 from .storage import ObjectInfo, Storage
 
 log = logging.getLogger("aiocheckpoint")
@@ -34,6 +34,7 @@ class Save:
         self._started = time.monotonic()
 
     async def run(self) -> None:
+        check_key_lengths(self._store, self._items)
         early = self._early_upload()
         try:
             async with task_group() as tg:

@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import anyio
@@ -40,6 +41,25 @@ class Uploaded:
             else:
                 new[u.name] = mf.FileEntry(self.folder + u.name, done.size, to_text(done.crc))
         return new
+
+
+def check_key_lengths(store: Storage, items: list[Upload]) -> None:
+    """Refuse, before anything is uploaded, a name whose key ``store`` cannot take.
+
+    :raises ValueError: naming the file and the limit.
+    """
+    room = store.max_key_bytes
+    if room is None:
+        return
+    folder = len(f"{mf.META}/{new_folder(1)}".encode())  # as long until version 10^10
+    for u in items:
+        size = folder + len(u.name.encode())
+        if size > room:
+            raise ValueError(
+                f"cannot save {u.source if isinstance(u.source, Path) else u.name}: its name"
+                f" is {len(u.name.encode())} bytes, and at {store.describe()} a name of at"
+                f" most {room - folder} bytes fits in the longest key the store takes"
+            )
 
 
 def new_folder(version: int) -> str:

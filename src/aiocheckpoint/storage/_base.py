@@ -54,6 +54,9 @@ class Storage(Protocol):
     #: two things at once: a save uploads while it lists the versions, a restore reads
     #: ``latest.json`` while it lists them. False where a listing costs less than that.
     overlaps_listing: bool
+    #: The longest key, in UTF-8 bytes relative to the root, the backend takes (S3: 1,024
+    #: bytes less the prefix); None where only each name's length is limited (local).
+    max_key_bytes: int | None
 
     def describe(self, key: str = "") -> str:
         """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""

@@ -58,6 +58,7 @@ def _fsync_dir(path: Path) -> None:
 class LocalStorage:
     empty_means_missing = False
     overlaps_listing = False
+    max_key_bytes: int | None = None
 
     def __init__(self, root: Path, limiter: CapacityLimiter) -> None:
         self.root = root

@@ -19,6 +19,7 @@ from ._base import FileCopy, ObjectInfo
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+_MAX_KEY = 1024  # bytes of UTF-8, S3's limit
 
 #: A PUT body up to this size goes out with its headers; a bigger one waits for the
 #: server's "100 Continue" first (see ``no_expect_continue``).
@@ -35,6 +36,7 @@ class S3Storage:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self.max_key_bytes: int | None = _MAX_KEY - len(self.full_key("").encode())
         self._threads = threads
         self._piece = piece  # what one streamed GET holds in memory at most
 

@@ -1,0 +1,74 @@
+"""Names at the limits of a store: S3 keys take at most 1,024 bytes, checked before
+anything is uploaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aiocheckpoint import SyncCheckpoint
+
+# .aiocheckpoint/data/<10-digit version>-<12 hex>/ comes before every name
+FOLDER = len(".aiocheckpoint/data/0000000001-0123456789ab/")
+
+
+def deep_file(root: Path, length: int) -> str:
+    """A file whose path relative to ``root`` is ``length`` bytes, in folders of 200."""
+    parts = []
+    left = length
+    while left > 200:
+        parts.append("d" * 199)
+        left -= 200
+    parts.append("f" * left)
+    path = root.joinpath(*parts)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"deep")
+    return "/".join(parts)
+
+
+def test_an_s3_key_over_1024_bytes_is_refused_before_anything_is_uploaded(
+    s3, bucket, s3_control, tmp_path
+):
+    prefix = "run"
+    room = 1024 - len(prefix) - 1 - FOLDER
+    source = tmp_path / "src"
+    deep_file(source, room + 1)
+    (source / "small.txt").write_bytes(b"small")
+    with SyncCheckpoint(f"s3://{bucket}/{prefix}") as cp:
+        with pytest.raises(ValueError, match=f"at most {room} bytes") as info:
+            cp.save(source)
+        assert str(source / ("d" * 199)) in str(info.value)
+        assert f"s3://{bucket}/{prefix}" in str(info.value)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert not s3_control.matching(lambda r: r.method in ("PUT", "POST") and "/run" in r.path)
+
+
+def test_an_s3_key_of_exactly_1024_bytes_saves_and_restores(s3, bucket, tmp_path):
+    prefix = "run"
+    room = 1024 - len(prefix) - 1 - FOLDER
+    source = tmp_path / "src"
+    name = deep_file(source, room)
+    dest = f"s3://{bucket}/{prefix}"
+    with SyncCheckpoint(dest) as cp:
+        cp.save(source)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert max(len(k.encode()) for k in keys) == 1024
+    out = tmp_path / "out"
+    out.mkdir()
+    with SyncCheckpoint(f"s3://{bucket}/other", dest) as cp:
+        cp.restore(out)
+    assert (out / name).read_bytes() == b"deep"
+
+
+def test_local_checkpoints_have_no_limit_on_the_whole_path(tmp_path):
+    source = tmp_path / "src"
+    name = deep_file(source, 2000)
+    dest = tmp_path / "cp"
+    with SyncCheckpoint(dest) as cp:
+        cp.save(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    with SyncCheckpoint(tmp_path / "other", dest) as cp:
+        cp.restore(out)
+    assert (out / name).read_bytes() == b"deep"
