@@ -1,5 +1,5 @@
 """Names at the limits of a store: S3 keys take at most 1,024 bytes, checked before
-anything is uploaded."""
+anything is uploaded, and a key the server refuses fails the save with the server's code."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aiocheckpoint import SyncCheckpoint
+from aiocheckpoint import StorageError, SyncCheckpoint
 
 # .aiocheckpoint/data/<10-digit version>-<12 hex>/ comes before every name
 FOLDER = len(".aiocheckpoint/data/0000000001-0123456789ab/")
@@ -72,3 +72,22 @@ def test_local_checkpoints_have_no_limit_on_the_whole_path(tmp_path):
     with SyncCheckpoint(tmp_path / "other", dest) as cp:
         cp.restore(out)
     assert (out / name).read_bytes() == b"deep"
+
+
+def test_a_key_the_server_refuses_is_a_storage_error_with_its_code(s3, bucket, tmp_path):
+    # moto's router answers 404 to a key with a newline; AWS takes it. Either way the
+    # save must say what the server said, not that some object is missing.
+    dest = f"s3://{bucket}/run"
+    with SyncCheckpoint(dest) as cp:
+        cp.write(b"version 1")
+        source = tmp_path / "src"
+        source.mkdir()
+        (source / "new\nline.txt").write_bytes(b"refused")
+        with pytest.raises(StorageError, match="(?s)PUT .* failed: 404") as info:
+            cp.save(source)
+        assert not isinstance(info.value, FileNotFoundError)
+        assert "line.txt" in str(info.value)
+    manifests = s3.list_objects_v2(Bucket=bucket, Prefix="run/.aiocheckpoint/manifests/")
+    assert [o["Key"][-16:] for o in manifests["Contents"]] == ["v0000000001.json"]
+    with SyncCheckpoint(f"s3://{bucket}/other", dest) as cp:
+        assert cp.read() == b"version 1"

@@ -19,6 +19,9 @@ from ._base import FileCopy, ObjectInfo
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+#: Where "not found" means the object is missing. Elsewhere (a PUT) it means the server
+#: refused the request, e.g. a key its router cannot take: a StorageError with the code.
+_FINDS = {"GET", "AbortMultipartUpload"}
 _MAX_KEY = 1024  # bytes of UTF-8, S3's limit
 
 #: A PUT body up to this size goes out with its headers; a bigger one waits for the
@@ -64,7 +67,7 @@ class S3Storage:
             return StorageError(f"S3 {action} {self.describe(key)} failed: {exc}")
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
-        if code in _MISSING:
+        if code in _MISSING and action in _FINDS:
             return FileNotFoundError(f"no such object: {self.describe(key)}")
         if code in _EXISTS:
             return FileExistsError(f"object exists: {self.describe(key)}")
