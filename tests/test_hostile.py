@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
-from _trees import read_tree, write_tree
+from _trees import read_tree, restore_all, write_tree
+from test_corruption import commit_by_hand
 
 from aiocheckpoint import (
     AsyncCheckpoint,
     CheckpointError,
+    CorruptCheckpointError,
     TransferConfig,
 )
 
@@ -138,3 +140,67 @@ async def test_a_file_where_a_restored_folder_goes_is_an_error_naming_it(tmp_pat
     with pytest.raises(CheckpointError, match="a file is in the way: '.*target/a'"):
         await restore(dest, target)
     assert snapshot(target) == {"a": b"in the way"}
+
+
+# Long names.
+
+LONG = {
+    "a" * 255: b"ascii",
+    "é" * 127 + "x": b"two bytes each",
+    "日" * 85: b"three bytes each",
+    "sub/" + "b" * 255: b"nested",
+    "c" * 251 + ".bin": bytes(range(256)) * (6 * MiB // 256),  # a multipart upload
+}
+
+
+async def test_names_of_255_bytes_are_saved_and_restored(location, tmp_path):
+    assert {len(name.rsplit("/", 1)[-1].encode()) for name in LONG} == {255}
+    dest = await save(location.new(), write_tree(tmp_path / "src", LONG))
+    await save(dest, write_tree(tmp_path / "src", {**LONG, "a" * 255: b"changed"}))
+    assert await restore_all(dest, tmp_path / "out") == {**LONG, "a" * 255: b"changed"}
+
+
+async def test_temp_files_of_a_crashed_local_save_are_collected(tmp_path):
+    dest = await save(str(tmp_path / "dest"), write_tree(tmp_path / "src", {"a": b"1"}))
+    meta = tmp_path / "dest" / ".aiocheckpoint"
+    leftovers = [meta / "manifests" / ".tmp-0123456789ab"]
+    leftovers.append(meta / "data" / "0000000002-0123456789ab" / "sub" / ".tmp-0123456789ab")
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+    await save(dest, write_tree(tmp_path / "src", {"a": b"2"}))
+    assert not [p for p in leftovers if p.exists()]
+    assert await restore_all(dest, tmp_path / "out") == {"a": b"2"}
+
+
+async def test_a_key_too_long_for_the_restore_folder_is_refused_naming_it(s3, bucket, tmp_path):
+    long_key = f"plain/sub/{'k' * 300}"
+    for key in ("plain/ok.txt", long_key):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(CheckpointError, match=f"s3://{bucket}/{long_key}.*300 bytes") as info:
+        await restore(f"s3://{bucket}/plain", out)
+    assert not isinstance(info.value, CorruptCheckpointError)  # intact; too long here only
+    assert list(out.iterdir()) == []
+
+
+async def test_a_manifest_name_too_long_for_the_restore_folder_is_refused(location, tmp_path):
+    dest = await save(location.new(), write_tree(tmp_path / "src", {"a": b"1"}))
+    files = location.manifest(dest)["files"]
+    commit_by_hand(location, dest, {**files, "d" * 256: files["a"]})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CheckpointError, match="'ddd.*256 bytes long, more than 255"):
+        await restore(dest, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_name_that_is_not_utf8_is_refused_at_save_naming_it(tmp_path):
+    src = write_tree(tmp_path / "src", {"ok": b"1"})
+    try:
+        open(os.path.join(os.fsencode(src), b"bad\xff"), "wb").close()
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    with pytest.raises(ValueError, match=r"bad.*not valid UTF-8 \(b'bad\\xff'\)"):
+        await save(str(tmp_path / "dest"), src)
+    assert not (tmp_path / "dest" / ".aiocheckpoint" / "manifests").exists()

@@ -21,6 +21,7 @@ ETags) it reads the listed manifest as usual.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ DATA = f"{META}/data/"
 LATEST = f"{META}/latest.json"
 #: A restore downloads into a folder of this name inside its target, then moves files out.
 STAGING = ".aiocheckpoint-restore-"
+#: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
+#: systems, so that every checkpoint can be restored to local disk.
+MAX_NAME = 255
 
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
@@ -95,6 +99,19 @@ def check_relpath(path: str) -> str | None:
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "'..', '.' or empty path segment"
+    return None
+
+
+def name_too_long(path: str, limit: int = MAX_NAME) -> str | None:
+    """Why ``path`` (a relative path) cannot be a file's path where a component holds
+    ``limit`` bytes at most, or None."""
+    for part in path.split("/"):
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeEncodeError:
+            return f"the name {part!r} cannot be encoded as a file name"
+        if size > limit:
+            return f"the name {part[:40]!r}... is {size} bytes long, more than {limit}"
     return None
 
 

@@ -97,7 +97,7 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
     """Download into a staging folder inside ``target``, then move into place, so a
     failed restore leaves nothing behind."""
     staging = target / f"{mf.STAGING}{uuid.uuid4().hex[:12]}"
-    await anyio.to_thread.run_sync(staging.mkdir, limiter=engine.threads)
+    await anyio.to_thread.run_sync(_start, store, items, staging, limiter=engine.threads)
     try:
         folder = str(staging)
         downloads = [
@@ -109,6 +109,28 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, staging, True, limiter=engine.threads)
+
+
+def _start(store: Storage, items: list[Item], staging: Path) -> None:
+    """Refuse names the target's file system cannot hold before anything is downloaded,
+    then make the staging folder (mkdir never follows a symlink in its way)."""
+    try:
+        limit = os.pathconf(staging.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = mf.MAX_NAME
+    too_long = [
+        (key, reason)
+        for name, key, _, _ in items
+        if limit > 0 and (reason := mf.name_too_long(name, limit))
+    ]
+    if too_long:
+        key, reason = too_long[0]
+        more = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+        raise CheckpointError(
+            f"cannot restore {store.describe(key)} into {staging.parent}: {reason}, the"
+            f" longest name its file system allows{more}"
+        )
+    staging.mkdir()
 
 
 _FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)

@@ -58,6 +58,7 @@ def scan(root: Path) -> list[Upload]:
     if not os.path.lexists(root):
         raise FileNotFoundError(f"checkpoint source does not exist: {root}")
     if not root.is_dir():
+        _check_name(root, root.name)
         return [Upload(root.name, root, _regular_size(root))]
     real_root = os.path.realpath(root)
     seen = {real_root}
@@ -90,8 +91,23 @@ def scan(root: Path) -> list[Upload]:
             if os.path.islink(path):
                 check_link(path)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
+            _check_name(Path(path), rel)
             out.append(Upload(rel, Path(path), _regular_size(Path(path))))
     return out
+
+
+def _check_name(path: Path, rel: str) -> None:
+    """Refuse a name the checkpoint cannot hold under ``rel``: S3 keys and manifests are
+    UTF-8, and every name must fit a local file system when restored."""
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"cannot save {path}: its name is not valid UTF-8 ({os.fsencode(rel)!r})"
+        ) from None
+    reason = mf.name_too_long(rel)
+    if reason:
+        raise ValueError(f"cannot save {path}: {reason}")
 
 
 def _regular_size(path: Path) -> int:
