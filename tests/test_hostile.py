@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from aiocheckpoint import (
     AsyncCheckpoint,
     CheckpointError,
     CorruptCheckpointError,
+    SyncCheckpoint,
     TransferConfig,
 )
 
@@ -204,3 +207,94 @@ async def test_a_name_that_is_not_utf8_is_refused_at_save_naming_it(tmp_path):
     with pytest.raises(ValueError, match=r"bad.*not valid UTF-8 \(b'bad\\xff'\)"):
         await save(str(tmp_path / "dest"), src)
     assert not (tmp_path / "dest" / ".aiocheckpoint" / "manifests").exists()
+
+
+# Symlink loops and impossible sizes.
+
+LIMITED = """
+import resource, signal, sys
+from aiocheckpoint import SyncCheckpoint
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+try:
+    {}
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+SAVE = LIMITED.format("with SyncCheckpoint(sys.argv[1]) as cp: cp.save(sys.argv[2])")
+RESTORE = LIMITED.format(
+    "with SyncCheckpoint(sys.argv[1] + '-unused', sys.argv[1]) as cp: cp.restore(sys.argv[2])"
+)
+
+
+def in_child(script: str, env: dict[str, str], *args: str) -> str:
+    """What ``script`` prints, run in a child Python whose files stop at 1 MiB."""
+    child = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    return child.stdout
+
+
+@pytest.mark.parametrize(
+    ("links", "named"),
+    [
+        ({"loop": "loop"}, "loop"),
+        ({"a": "b", "b": "a"}, "a"),
+        ({"sub/a": "b", "sub/b": "a"}, "sub/a"),
+        ({"through": "loop/inner", "loop": "loop"}, "loop"),
+    ],
+)
+async def test_a_symlink_loop_is_refused_naming_the_link(tmp_path, links, named):
+    src = write_tree(tmp_path / "src", {"ok.txt": b"fine", "sub/ok.txt": b"fine"})
+    for rel, to in links.items():
+        (src / rel).symlink_to(to)
+    with pytest.raises(ValueError, match=f"cannot save {src / named}: the symlink loops"):
+        await save(str(tmp_path / "dest"), src)
+
+
+async def test_a_symlink_loop_as_the_saved_path_is_refused(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(ValueError, match="loop: the symlink loops"):
+        await save(str(tmp_path / "dest"), tmp_path / "loop")
+
+
+def test_a_file_bigger_than_a_checkpoint_can_record_is_refused(tmp_path, child_env):
+    src = write_tree(tmp_path / "src", {"ok.txt": b"fine"})
+    try:
+        with open(src / "huge.bin", "wb") as f:
+            f.truncate(5 * 1024**4 + 1)  # sparse: takes no space
+    except OSError:
+        pytest.skip("this file system cannot hold a sparse 5 TiB file")
+    # In a child whose writes stop at 1 MiB: were the file read, it would fill the disk.
+    out = in_child(SAVE, child_env, str(tmp_path / "dest"), str(src))
+    assert out.startswith("ValueError cannot save ")
+    assert "huge.bin: it holds 5497558138881 bytes" in out
+
+
+@pytest.mark.parametrize("size", [10**15, 5 * 1024**4 + 1, -1, True, 1.5, "2"])
+async def test_a_manifest_with_an_impossible_size_is_refused(location, tmp_path, size):
+    dest = await save(location.new(), write_tree(tmp_path / "src", {"a": b"12"}))
+    files = location.manifest(dest)["files"]
+    key = commit_by_hand(location, dest, {**files, "b": {**files["a"], "size": size}})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CorruptCheckpointError, match=f"{key}.* 'b' \\(.*size") as info:
+        await restore(dest, tmp_path / "out")
+    assert key in str(info.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_file_bigger_than_the_restore_folder_allows_is_an_error_naming_it(tmp_path, child_env):
+    dest = str(tmp_path / "dest")
+    with SyncCheckpoint(dest) as cp:
+        cp.save(write_tree(tmp_path / "src", {"sub/big.bin": b"x" * (3 * MiB)}))
+    (tmp_path / "out").mkdir()
+    out = in_child(RESTORE, child_env, dest, str(tmp_path / "out"))
+    assert out.startswith("CheckpointError cannot restore ")
+    assert "sub/big.bin: its file system cannot hold a file of 3145728 bytes" in out
+    assert list((tmp_path / "out").iterdir()) == []

@@ -36,6 +36,8 @@ DATA = f"{META}/data/"
 LATEST = f"{META}/latest.json"
 #: A restore downloads into a folder of this name inside its target, then moves files out.
 STAGING = ".aiocheckpoint-restore-"
+#: The most bytes one file can hold: S3's limit for one object.
+MAX_SIZE = 5 * 1024**4
 #: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
 #: systems, so that every checkpoint can be restored to local disk.
 MAX_NAME = 255
@@ -160,7 +162,7 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
                 f" format {FORMAT}"
             )
         files = {
-            str(path): FileEntry(str(e["object"]), int(e["size"]), str(e["checksum"]))
+            str(path): FileEntry(str(e["object"]), e["size"], str(e["checksum"]))
             for path, e in doc["files"].items()
         }
         manifest = Manifest(int(doc["version"]), files, str(doc.get("created", "")))
@@ -175,7 +177,9 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
         if reason
     ]
     if bad:
-        raise CorruptCheckpointError(f"manifest {where} lists unsafe paths: {', '.join(bad)}")
+        raise CorruptCheckpointError(
+            f"manifest {where} lists unsafe or invalid entries: {', '.join(bad)}"
+        )
     both = file_and_folder(manifest.files)
     if both:
         raise CorruptCheckpointError(
@@ -193,8 +197,13 @@ def file_and_folder(paths: Iterable[str]) -> list[str]:
 
 
 def _check_object(entry: FileEntry) -> str | None:
+    # Not isinstance: JSON's true is a bool, and bool an int. Saves write whole numbers.
+    if type(entry.size) is not int:
+        return f"size {entry.size!r} is not a whole number"
     if entry.size < 0:
         return "negative size"
+    if entry.size > MAX_SIZE:
+        return f"size {entry.size} is more than one file can hold ({MAX_SIZE} bytes)"
     if not re.fullmatch(r"crc32:[0-9a-f]{8}", entry.checksum):
         return f"unknown checksum {entry.checksum!r}"
     reason = check_relpath(entry.object)

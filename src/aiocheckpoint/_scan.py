@@ -4,6 +4,7 @@ previous version already holds."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import os
 import stat
@@ -115,8 +116,17 @@ def _regular_size(path: Path) -> int:
         st = path.stat()
     except FileNotFoundError:
         raise ValueError(f"cannot save {path}: it is a broken symlink") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ValueError(f"cannot save {path}: the symlink loops, never reaching a file") from None
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"cannot save {path}: not a regular file or folder")
+    if st.st_size > mf.MAX_SIZE:
+        raise ValueError(
+            f"cannot save {path}: it holds {st.st_size} bytes, more than a checkpoint can"
+            f" record for one file ({mf.MAX_SIZE} bytes, S3's limit for one object)"
+        )
     return st.st_size
 
 
