@@ -298,3 +298,73 @@ def test_a_file_bigger_than_the_restore_folder_allows_is_an_error_naming_it(tmp_
     assert out.startswith("CheckpointError cannot restore ")
     assert "sub/big.bin: its file system cannot hold a file of 3145728 bytes" in out
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# Names reserved for the library's own folders.
+
+
+async def test_reserved_names_are_skipped_when_saving_with_a_warning_each(tmp_path, caplog):
+    src = write_tree(
+        tmp_path / "src",
+        {
+            "keep.txt": b"1",
+            "sub/keep.txt": b"2",
+            ".aiocheckpoint/manifests/v0000000001.json": b"{}",
+            "sub/.aiocheckpoint/data/x": b"3",
+            "sub/.aiocheckpoint-restore-0123456789ab/half.bin": b"4",
+            "deep/er/.aiocheckpoint": b"a file of that name",
+        },
+    )
+    dest = str(tmp_path / "dest")
+    with caplog.at_level(logging.WARNING, logger="aiocheckpoint"):
+        await save(dest, src)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for rel in [
+        ".aiocheckpoint",
+        "sub/.aiocheckpoint",
+        "sub/.aiocheckpoint-restore-0123456789ab",
+        "deep/er/.aiocheckpoint",
+    ]:
+        assert any(m.startswith(f"not saving {src / rel}: the name is reserved") for m in warned)
+    assert len(warned) == 4
+    assert await restore_all(dest, tmp_path / "out") == {"keep.txt": b"1", "sub/keep.txt": b"2"}
+
+
+async def test_a_single_file_with_a_reserved_name_is_refused(tmp_path):
+    write_tree(tmp_path / "src", {".aiocheckpoint": b"x"})
+    with pytest.raises(ValueError, match=r"\.aiocheckpoint: '\.aiocheckpoint' is reserved"):
+        await save(str(tmp_path / "dest"), tmp_path / "src" / ".aiocheckpoint")
+
+
+@pytest.mark.parametrize(
+    "evil",
+    [
+        ".aiocheckpoint/manifests/v0000000009.json",
+        "sub/.aiocheckpoint/x",
+        "sub/.aiocheckpoint",
+        ".aiocheckpoint-restore-0123456789ab/x",
+    ],
+)
+async def test_a_manifest_naming_a_reserved_path_is_refused(location, tmp_path, evil):
+    dest = await save(location.new(), write_tree(tmp_path / "src", {"a": b"1"}))
+    files = location.manifest(dest)["files"]
+    key = commit_by_hand(location, dest, {**files, evil: files["a"]})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CorruptCheckpointError, match="is reserved") as info:
+        await restore(dest, tmp_path / "out")
+    assert key in str(info.value) and repr(evil) in str(info.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_plain_prefix_restores_without_reserved_paths(s3, bucket, tmp_path, caplog):
+    for key in (
+        "plain/ok.txt",
+        "plain/run1/.aiocheckpoint/manifests/v0000000001.json",
+        "plain/.aiocheckpoint-restore-0123456789ab/half.bin",
+    ):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x")
+    with caplog.at_level(logging.WARNING, logger="aiocheckpoint"):
+        assert await restore_all(f"s3://{bucket}/plain", tmp_path / "out") == {"ok.txt": b"x"}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "not restoring 2 files" in warned[0]
+    assert "run1/.aiocheckpoint/manifests/v0000000001.json" in warned[0]

@@ -18,6 +18,7 @@ from aiocheckpoint._manifest import (
     manifest_key,
     manifest_version,
     name_too_long,
+    reserved,
     unreferenced,
 )
 
@@ -69,6 +70,21 @@ def test_name_length_counts_bytes_of_each_component():
     assert name_too_long("a" * 255 + "/" + "日" * 85) is None
     assert "256 bytes long, more than 255" in (name_too_long("x/" + "é" * 128) or "")
     assert "3 bytes long, more than 2" in (name_too_long("ab/abc", limit=2) or "")
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        (".aiocheckpoint", True),
+        ("a/.aiocheckpoint/b", True),
+        (".aiocheckpoint-restore-ab/x", True),
+        (".aiocheckpoint2/x", False),
+        ("a.aiocheckpoint/x", False),
+        (".aiocheckpoint-restorex", False),
+    ],
+)
+def test_reserved_names_are_whole_components(path, refused):
+    assert bool(reserved(path)) is refused
 
 
 @pytest.mark.parametrize("data", [b"not json", b"{}", b'{"format": 99, "files": {}}'])

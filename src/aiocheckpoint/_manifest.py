@@ -104,6 +104,16 @@ def check_relpath(path: str) -> str | None:
     return None
 
 
+def reserved(path: str) -> str | None:
+    """Why no restore writes ``path``, a file path of a checkpoint (not a storage key),
+    or None: a component is a checkpoint's metadata folder or a restore's staging folder,
+    which saves never store."""
+    for part in path.split("/"):
+        if part == META or part.startswith(STAGING):
+            return f"{part!r} is reserved for aiocheckpoint's own folders"
+    return None
+
+
 def name_too_long(path: str, limit: int = MAX_NAME) -> str | None:
     """Why ``path`` (a relative path) cannot be a file's path where a component holds
     ``limit`` bytes at most, or None."""
@@ -173,7 +183,7 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
     bad = [
         f"{path!r} ({reason})"
         for path, entry in manifest.files.items()
-        for reason in [check_relpath(path) or _check_object(entry)]
+        for reason in [check_relpath(path) or reserved(path) or _check_object(entry)]
         if reason
     ]
     if bad:

@@ -77,6 +77,16 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
         raise CorruptCheckpointError(
             f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
         )
+    skipped = [o.key for o in plain if mf.reserved(o.key)]
+    if skipped:  # e.g. checkpoints stored under the prefix: a save would skip them too
+        log.warning(
+            "not restoring %d files of %s whose paths hold a name reserved for"
+            " aiocheckpoint's own folders: %s",
+            len(skipped),
+            store.describe(),
+            ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""),
+        )
+        plain = [o for o in plain if not mf.reserved(o.key)]
     both = mf.file_and_folder(o.key for o in plain)
     if both:
         raise CorruptCheckpointError(

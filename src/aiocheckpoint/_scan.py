@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -20,6 +21,8 @@ from . import _manifest as mf
 from ._engine import Stored, Upload, batches
 from ._io import crc_if_size
 from ._tasks import task_group
+
+log = logging.getLogger("aiocheckpoint")
 
 #: The name a stream or ``write()``'s bytes are stored under.
 STREAM_NAME = "_dst_cp"
@@ -55,7 +58,11 @@ async def uploads(cp: Any, threads: CapacityLimiter) -> list[Upload]:
 
 
 def scan(root: Path) -> list[Upload]:
-    """What saving ``root`` stores: the file itself, or a folder's files, recursively."""
+    """What saving ``root`` stores: the file itself, or a folder's files, recursively.
+
+    Folders and files named ``.aiocheckpoint`` or starting with ``.aiocheckpoint-restore-``
+    are skipped at any depth, with a warning.
+    """
     if not os.path.lexists(root):
         raise FileNotFoundError(f"checkpoint source does not exist: {root}")
     if not root.is_dir():
@@ -63,23 +70,14 @@ def scan(root: Path) -> list[Upload]:
         return [Upload(root.name, root, _regular_size(root))]
     real_root = os.path.realpath(root)
     seen = {real_root}
-
-    def check_link(path: str) -> str:
-        real = os.path.realpath(path)
-        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-            raise ValueError(
-                f"symlink {path} points outside {root} (to {real}); only links inside the"
-                " saved folder can be saved"
-            )
-        return real
-
+    check_link = partial(_inside, root=root, real_root=real_root)
     out = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         keep = []
         for name in sorted(dirs):
             path = os.path.join(folder, name)
-            if name == mf.META or name.startswith(mf.STAGING):
-                continue  # a checkpoint stored inside the folder, or a restore under way
+            if _skipped(path, name):
+                continue
             if os.path.islink(path):
                 real = check_link(path)
                 if real in seen:
@@ -89,12 +87,39 @@ def scan(root: Path) -> list[Upload]:
         dirs[:] = keep
         for name in sorted(files):
             path = os.path.join(folder, name)
+            if _skipped(path, name):
+                continue
             if os.path.islink(path):
                 check_link(path)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             _check_name(Path(path), rel)
             out.append(Upload(rel, Path(path), _regular_size(Path(path))))
     return out
+
+
+def _inside(path: str, root: Path, real_root: str) -> str:
+    """Where the symlink ``path`` points, inside ``root`` (whose real path is given)."""
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"symlink {path} points outside {root} (to {real}); only links inside the"
+            " saved folder can be saved"
+        )
+    return real
+
+
+def _skipped(path: str, name: str) -> bool:
+    """Whether ``path`` is never saved, with a warning: a checkpoint's metadata (from a
+    checkpoint stored inside the saved folder, else copied into every save) or a restore's
+    staging folder. Restores never write such names either."""
+    if name == mf.META:
+        why = "a checkpoint's metadata folder (a checkpoint stored inside the saved folder)"
+    elif name.startswith(mf.STAGING):
+        why = "the staging folder of a restore under way or interrupted"
+    else:
+        return False
+    log.warning("not saving %s: the name is reserved for %s", path, why)
+    return True
 
 
 def _check_name(path: Path, rel: str) -> None:
@@ -106,7 +131,7 @@ def _check_name(path: Path, rel: str) -> None:
         raise ValueError(
             f"cannot save {path}: its name is not valid UTF-8 ({os.fsencode(rel)!r})"
         ) from None
-    reason = mf.name_too_long(rel)
+    reason = mf.name_too_long(rel) or mf.reserved(rel)
     if reason:
         raise ValueError(f"cannot save {path}: {reason}")
 
