@@ -17,6 +17,8 @@ from aiocheckpoint._manifest import (
     garbage,
     manifest_key,
     manifest_version,
+    name_too_long,
+    reserved,
     unreferenced,
 )
 
@@ -64,6 +66,27 @@ def test_objects_outside_data_are_refused(obj):
         decode(json.dumps(doc).encode(), "m")
 
 
+def test_name_length_counts_bytes_of_each_component():
+    assert name_too_long("a" * 255 + "/" + "日" * 85) is None
+    assert "256 bytes long, more than 255" in (name_too_long("x/" + "é" * 128) or "")
+    assert "3 bytes long, more than 2" in (name_too_long("ab/abc", limit=2) or "")
+
+
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        (".aiocheckpoint", True),
+        ("a/.aiocheckpoint/b", True),
+        (".aiocheckpoint-restore-ab/x", True),
+        (".aiocheckpoint2/x", False),
+        ("a.aiocheckpoint/x", False),
+        (".aiocheckpoint-restorex", False),
+    ],
+)
+def test_reserved_names_are_whole_components(path, refused):
+    assert bool(reserved(path)) is refused
+
+
 @pytest.mark.parametrize("data", [b"not json", b"{}", b'{"format": 99, "files": {}}'])
 def test_unreadable_manifests_are_corrupt(data):
     with pytest.raises(CorruptCheckpointError, match="manifest m"):
@@ -86,9 +109,16 @@ def test_garbage_keeps_retained_versions_and_saves_in_flight():
         manifest_key(1),
         manifest_key(3),
         ".aiocheckpoint/manifests/v0000000002.json.tmp-1234",
+        ".aiocheckpoint/manifests/.tmp-0123456789ab",  # local temp names since issue #16
     ]
     assert sorted(garbage(keys, [m3], upto=3)) == sorted(
-        [old, crashed, manifest_key(1), ".aiocheckpoint/manifests/v0000000002.json.tmp-1234"]
+        [
+            old,
+            crashed,
+            manifest_key(1),
+            ".aiocheckpoint/manifests/v0000000002.json.tmp-1234",
+            ".aiocheckpoint/manifests/.tmp-0123456789ab",
+        ]
     )
 
 

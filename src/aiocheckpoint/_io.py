@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Callable
@@ -120,12 +121,23 @@ def write_file(path: str, data: bytes | bytearray | memoryview) -> int:
 
 
 def open_target(path: str, size: int) -> int:
-    """Open ``path`` for writing (creating its folder), sized ``size``: its descriptor."""
+    """Open ``path`` for writing (creating its folder), sized ``size``: its descriptor.
+
+    :raises CheckpointError: the file system cannot hold a file of ``size`` bytes.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         if size:
             os.ftruncate(fd, size)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EFBIG, errno.EINVAL):
+            raise
+        raise CheckpointError(
+            f"cannot restore {path}: its file system cannot hold a file of {size} bytes"
+            f" ({exc.strerror})"
+        ) from exc
     except BaseException:
         os.close(fd)
         raise

@@ -21,6 +21,7 @@ ETags) it reads the listed manifest as usual.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,11 @@ DATA = f"{META}/data/"
 LATEST = f"{META}/latest.json"
 #: A restore downloads into a folder of this name inside its target, then moves files out.
 STAGING = ".aiocheckpoint-restore-"
+#: The most bytes one file can hold: S3's limit for one object.
+MAX_SIZE = 5 * 1024**4
+#: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
+#: systems, so that every checkpoint can be restored to local disk.
+MAX_NAME = 255
 
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
@@ -98,6 +104,29 @@ def check_relpath(path: str) -> str | None:
     return None
 
 
+def reserved(path: str) -> str | None:
+    """Why no restore writes ``path``, a file path of a checkpoint (not a storage key),
+    or None: a component is a checkpoint's metadata folder or a restore's staging folder,
+    which saves never store."""
+    for part in path.split("/"):
+        if part == META or part.startswith(STAGING):
+            return f"{part!r} is reserved for aiocheckpoint's own folders"
+    return None
+
+
+def name_too_long(path: str, limit: int = MAX_NAME) -> str | None:
+    """Why ``path`` (a relative path) cannot be a file's path where a component holds
+    ``limit`` bytes at most, or None."""
+    for part in path.split("/"):
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeEncodeError:
+            return f"the name {part!r} cannot be encoded as a file name"
+        if size > limit:
+            return f"the name {part[:40]!r}... is {size} bytes long, more than {limit}"
+    return None
+
+
 def merge(base: Mapping[str, FileEntry], new: Mapping[str, FileEntry]) -> dict[str, FileEntry]:
     """``base`` updated with ``new``. An old file where a new path needs a folder, or old
     paths under what is now a file, are dropped: a checkpoint can't hold both."""
@@ -143,7 +172,7 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
                 f" format {FORMAT}"
             )
         files = {
-            str(path): FileEntry(str(e["object"]), int(e["size"]), str(e["checksum"]))
+            str(path): FileEntry(str(e["object"]), e["size"], str(e["checksum"]))
             for path, e in doc["files"].items()
         }
         manifest = Manifest(int(doc["version"]), files, str(doc.get("created", "")))
@@ -154,11 +183,13 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
     bad = [
         f"{path!r} ({reason})"
         for path, entry in manifest.files.items()
-        for reason in [check_relpath(path) or _check_object(entry)]
+        for reason in [check_relpath(path) or reserved(path) or _check_object(entry)]
         if reason
     ]
     if bad:
-        raise CorruptCheckpointError(f"manifest {where} lists unsafe paths: {', '.join(bad)}")
+        raise CorruptCheckpointError(
+            f"manifest {where} lists unsafe or invalid entries: {', '.join(bad)}"
+        )
     both = file_and_folder(manifest.files)
     if both:
         raise CorruptCheckpointError(
@@ -176,8 +207,13 @@ def file_and_folder(paths: Iterable[str]) -> list[str]:
 
 
 def _check_object(entry: FileEntry) -> str | None:
+    # Not isinstance: JSON's true is a bool, and bool an int. Saves write whole numbers.
+    if type(entry.size) is not int:
+        return f"size {entry.size!r} is not a whole number"
     if entry.size < 0:
         return "negative size"
+    if entry.size > MAX_SIZE:
+        return f"size {entry.size} is more than one file can hold ({MAX_SIZE} bytes)"
     if not re.fullmatch(r"crc32:[0-9a-f]{8}", entry.checksum):
         return f"unknown checksum {entry.checksum!r}"
     reason = check_relpath(entry.object)

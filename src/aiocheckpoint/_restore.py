@@ -1,11 +1,17 @@
 """A restore: the newest manifest (or the plain files at the source), downloaded into a
-staging folder inside the target, verified, then moved into place."""
+staging folder inside the target, verified, then moved into place.
+
+Nothing outside the target is written: the staging folder is new, and the folders on the
+way to each file are entered one at a time without following symlinks (the target itself
+may be one: the caller chose it)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -71,6 +77,16 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
         raise CorruptCheckpointError(
             f"{store.describe()} holds files that cannot be restored safely: {', '.join(bad)}"
         )
+    skipped = [o.key for o in plain if mf.reserved(o.key)]
+    if skipped:  # e.g. checkpoints stored under the prefix: a save would skip them too
+        log.warning(
+            "not restoring %d files of %s whose paths hold a name reserved for"
+            " aiocheckpoint's own folders: %s",
+            len(skipped),
+            store.describe(),
+            ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""),
+        )
+        plain = [o for o in plain if not mf.reserved(o.key)]
     both = mf.file_and_folder(o.key for o in plain)
     if both:
         raise CorruptCheckpointError(
@@ -91,7 +107,7 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
     """Download into a staging folder inside ``target``, then move into place, so a
     failed restore leaves nothing behind."""
     staging = target / f"{mf.STAGING}{uuid.uuid4().hex[:12]}"
-    await anyio.to_thread.run_sync(staging.mkdir, limiter=engine.threads)
+    await anyio.to_thread.run_sync(_start, store, items, staging, limiter=engine.threads)
     try:
         folder = str(staging)
         downloads = [
@@ -105,11 +121,96 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
             await anyio.to_thread.run_sync(shutil.rmtree, staging, True, limiter=engine.threads)
 
 
+def _start(store: Storage, items: list[Item], staging: Path) -> None:
+    """Refuse names the target's file system cannot hold before anything is downloaded,
+    then make the staging folder (mkdir never follows a symlink in its way)."""
+    try:
+        limit = os.pathconf(staging.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = mf.MAX_NAME
+    too_long = [
+        (key, reason)
+        for name, key, _, _ in items
+        if limit > 0 and (reason := mf.name_too_long(name, limit))
+    ]
+    if too_long:
+        key, reason = too_long[0]
+        more = f" (and {len(too_long) - 1} more)" if len(too_long) > 1 else ""
+        raise CheckpointError(
+            f"cannot restore {store.describe(key)} into {staging.parent}: {reason}, the"
+            f" longest name its file system allows{more}"
+        )
+    staging.mkdir()
+
+
+_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
 def _move_into(staging: Path, target: Path, names: list[str]) -> None:
-    for name in names:
-        final = target / name
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / name, final)
-        except OSError as exc:  # e.g. a folder of the same name is in the way
-            raise CheckpointError(f"cannot restore {name} to {final}: {exc}") from exc
+    """Move each file of ``staging`` to the same path under ``target``. A file's own name
+    is replaced by rename(2), a symlink there included (not what it points to)."""
+    folders = _Folders(target)
+    try:
+        for name in sorted(names, key=lambda n: n.split("/")):  # a folder's files together
+            *parents, base = name.split("/")
+            try:
+                os.replace(staging / name, base, dst_dir_fd=folders.open(parents))
+            except OSError as exc:  # e.g. a folder of the same name is in the way
+                raise CheckpointError(f"cannot restore {name} to {target / name}: {exc}") from exc
+    finally:
+        folders.close()
+
+
+class _Folders:
+    """Descriptors of ``target`` and of the folders down to the one opened last, each
+    opened in its parent without following symlinks; a folder's files in a row open it
+    once."""
+
+    def __init__(self, target: Path) -> None:
+        self._target = target
+        self._fds = [os.open(target, _FOLDER)]
+        self._parts: list[str] = []
+
+    def open(self, parts: list[str]) -> int:
+        """The descriptor of the folder ``parts`` under the target, made if missing."""
+        same = 0
+        while same < min(len(parts), len(self._parts)) and parts[same] == self._parts[same]:
+            same += 1
+        while len(self._parts) > same:
+            os.close(self._fds.pop())
+            self._parts.pop()
+        for part in parts[same:]:
+            path = self._target.joinpath(*self._parts, part)
+            self._fds.append(_enter(self._fds[-1], part, path))
+            self._parts.append(part)
+        return self._fds[-1]
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def _enter(parent: int, name: str, path: Path) -> int:
+    """Open the folder ``name`` (``path``) in the folder ``parent``, made if missing. A
+    symlink there is replaced by a real folder, as GNU tar does: what it points to is
+    left alone."""
+    try:
+        return os.open(name, _FOLDER | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+        if stat.S_ISDIR(mode):
+            raise  # a folder after all: e.g. no permission to open it
+        if not stat.S_ISLNK(mode):
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", str(path)) from None
+        link = os.readlink(name, dir_fd=parent)
+        os.unlink(name, dir_fd=parent)
+        log.warning(
+            "replaced the symlink %s (pointing to %s) with a folder: a restore writes only"
+            " inside its folder",
+            path,
+            link,
+        )
+    os.mkdir(name, dir_fd=parent)
+    return os.open(name, _FOLDER | os.O_NOFOLLOW, dir_fd=parent)

@@ -4,7 +4,9 @@ previous version already holds."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
+import logging
 import os
 import stat
 from collections.abc import Mapping
@@ -19,6 +21,8 @@ from . import _manifest as mf
 from ._engine import Stored, Upload, batches
 from ._io import crc_if_size
 from ._tasks import task_group
+
+log = logging.getLogger("aiocheckpoint")
 
 #: The name a stream or ``write()``'s bytes are stored under.
 STREAM_NAME = "_dst_cp"
@@ -58,30 +62,26 @@ async def uploads(cp: Any, threads: CapacityLimiter) -> list[Upload]:
 
 
 def scan(root: Path) -> list[Upload]:
-    """What saving ``root`` stores: the file itself, or a folder's files, recursively."""
+    """What saving ``root`` stores: the file itself, or a folder's files, recursively.
+
+    Folders and files named ``.aiocheckpoint`` or starting with ``.aiocheckpoint-restore-``
+    are skipped at any depth, with a warning.
+    """
     if not os.path.lexists(root):
         raise FileNotFoundError(f"checkpoint source does not exist: {root}")
     if not root.is_dir():
+        _check_name(root, root.name)
         return [Upload(root.name, root, _regular_size(root))]
     real_root = os.path.realpath(root)
     seen = {real_root}
-
-    def check_link(path: str) -> str:
-        real = os.path.realpath(path)
-        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-            raise ValueError(
-                f"symlink {path} points outside {root} (to {real}); only links inside the"
-                " saved folder can be saved"
-            )
-        return real
-
+    check_link = partial(_inside, root=root, real_root=real_root)
     out = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         keep = []
         for name in sorted(dirs):
             path = os.path.join(folder, name)
-            if name == mf.META or name.startswith(mf.STAGING):
-                continue  # a checkpoint stored inside the folder, or a restore under way
+            if _skipped(path, name):
+                continue
             if os.path.islink(path):
                 real = check_link(path)
                 if real in seen:
@@ -91,11 +91,53 @@ def scan(root: Path) -> list[Upload]:
         dirs[:] = keep
         for name in sorted(files):
             path = os.path.join(folder, name)
+            if _skipped(path, name):
+                continue
             if os.path.islink(path):
                 check_link(path)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
+            _check_name(Path(path), rel)
             out.append(Upload(rel, Path(path), _regular_size(Path(path))))
     return out
+
+
+def _inside(path: str, root: Path, real_root: str) -> str:
+    """Where the symlink ``path`` points, inside ``root`` (whose real path is given)."""
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise ValueError(
+            f"symlink {path} points outside {root} (to {real}); only links inside the"
+            " saved folder can be saved"
+        )
+    return real
+
+
+def _skipped(path: str, name: str) -> bool:
+    """Whether ``path`` is never saved, with a warning: a checkpoint's metadata (from a
+    checkpoint stored inside the saved folder, else copied into every save) or a restore's
+    staging folder. Restores never write such names either."""
+    if name == mf.META:
+        why = "a checkpoint's metadata folder (a checkpoint stored inside the saved folder)"
+    elif name.startswith(mf.STAGING):
+        why = "the staging folder of a restore under way or interrupted"
+    else:
+        return False
+    log.warning("not saving %s: the name is reserved for %s", path, why)
+    return True
+
+
+def _check_name(path: Path, rel: str) -> None:
+    """Refuse a name the checkpoint cannot hold under ``rel``: S3 keys and manifests are
+    UTF-8, and every name must fit a local file system when restored."""
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"cannot save {path}: its name is not valid UTF-8 ({os.fsencode(rel)!r})"
+        ) from None
+    reason = mf.name_too_long(rel) or mf.reserved(rel)
+    if reason:
+        raise ValueError(f"cannot save {path}: {reason}")
 
 
 def _regular_size(path: Path) -> int:
@@ -103,8 +145,17 @@ def _regular_size(path: Path) -> int:
         st = path.stat()
     except FileNotFoundError:
         raise ValueError(f"cannot save {path}: it is a broken symlink") from None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise ValueError(f"cannot save {path}: the symlink loops, never reaching a file") from None
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"cannot save {path}: not a regular file or folder")
+    if st.st_size > mf.MAX_SIZE:
+        raise ValueError(
+            f"cannot save {path}: it holds {st.st_size} bytes, more than a checkpoint can"
+            f" record for one file ({mf.MAX_SIZE} bytes, S3's limit for one object)"
+        )
     return st.st_size
 
 

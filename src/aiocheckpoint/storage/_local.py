@@ -27,7 +27,10 @@ _COPY_BUFFER = 1024 * 1024
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    """A temp file beside ``path``. Short whatever ``path``'s name, so a name of up to
+    NAME_MAX bytes can be stored; ".tmp-" is what garbage collection looks for in
+    ``manifests/``, and a data folder with temp files is collected whole."""
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:12]}")
 
 
 def _raise(error: OSError) -> None:
