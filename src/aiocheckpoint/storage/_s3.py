@@ -170,14 +170,9 @@ class S3Storage:
     async def _reader(
         self, key: str, start: int = 0, length: int | None = None
     ) -> AsyncIterator[Body]:
-        extra = {}
-        if start or length is not None:
-            end = "" if length is None else str(start + length - 1)
-            extra["Range"] = f"bytes={start}-{end}"
-        async with self.errors("GET", key):
-            resp = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key), **extra)
-        body = Body(self, key, resp, start)
+        body = Body(self, key, start, length)
         try:
+            await body.open()
             yield body
         finally:
             body.close()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
-from botocore.exceptions import ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import HTTPClientError, IncompleteReadError
 
 from .._errors import StorageError
 
@@ -25,8 +25,9 @@ log = logging.getLogger("aiocheckpoint")
 #: (both HTTPClientError), IncompleteReadError, and OS-level resets and timeouts.
 _BROKEN = (aiohttp.ClientError, HTTPClientError, IncompleteReadError, OSError, asyncio.TimeoutError)
 
-#: botocore's standard mode waits rand(0, 1) * min(0.05 * 2 ** (retry - 1), 20) s before a
-#: retry that is not throttled: the same here, capped lower.
+#: botocore's standard mode waits rand(0, 1) * min(2 ** (retry - 1), 20) s before a retry;
+#: its coming retries scale that by 0.05 for errors that are not throttling, as a broken
+#: connection is not: so does this, capped lower.
 _BACKOFF_BASE = 0.05
 _BACKOFF_CAP = 5.0
 
@@ -55,25 +56,37 @@ def backoff(retry: int) -> float:
 
 
 class Body:
-    """A GET's body of ``size`` bytes from ``start`` on; its read errors name the object.
+    """A GET's body from byte ``start`` on (``length`` bytes, or to the end); its read
+    errors name the object. :meth:`open` sends the GET; :meth:`close` always follows.
 
     The resume logic runs only when a read raises, so an unbroken body costs what
     aiobotocore's does.
     """
 
-    def __init__(self, store: S3Storage, key: str, response: dict[str, Any], start: int) -> None:
+    def __init__(self, store: S3Storage, key: str, start: int, length: int | None) -> None:
         self._store = store
         self._key = key
-        self._body = response["Body"]
-        self._etag = response.get("ETag")
         self._start = start
+        self._length = length
+        self._body: Any = None
+        self._etag: str | None = None
         self._got = 0  # bytes handed out so far
         self._attempt = 1
+        self.size = 0
+
+    async def open(self) -> None:
+        extra = {}
+        if self._start or self._length is not None:
+            end = "" if self._length is None else str(self._start + self._length - 1)
+            extra["Range"] = f"bytes={self._start}-{end}"
+        response = await self._get(**extra)
+        self._etag = response.get("ETag")
         self.size = int(response["ContentLength"])
 
     def close(self) -> None:
         """Release the connection (the pool gets it back if the body was read to the end)."""
-        self._body.close()
+        if self._body is not None:
+            self._body.close()
 
     async def read_pieces(self, limit: int) -> list[bytes]:
         """Up to ``limit`` bytes, as they arrived; none at the end."""
@@ -110,45 +123,57 @@ class Body:
             del data[self._got :]
         return data
 
+    async def _get(self, **extra: str) -> dict[str, Any]:
+        """A GET of the object, its body in ``_body``."""
+        store, key = self._store, self._key
+        while True:
+            try:
+                response = await store.client.get_object(
+                    Bucket=store.bucket, Key=store.full_key(key), **extra
+                )
+                break
+            except aiohttp.ClientError as exc:
+                # An error response whose body broke off: aiobotocore reads that body
+                # outside botocore's retries. (What botocore raises, it has retried.)
+                await self._next_attempt(exc)
+            except Exception as exc:
+                raise store.error("GET", key, exc) from exc
+        self._body = response["Body"]
+        return response  # type: ignore[no-any-return]
+
+    async def _next_attempt(self, exc: Exception) -> None:
+        """Count one more attempt and wait before it, or raise if none is left."""
+        url = self._store.describe(self._key)
+        if self._attempt >= self._store.attempts:
+            raise StorageError(
+                f"S3 GET {url} failed after {self._attempt} attempts: {exc!r}"
+            ) from exc
+        self._attempt += 1
+        log.debug(
+            "GET of %s: attempt %d of %d from byte %d after %r",
+            url, self._attempt, self._store.attempts, self._start + self._got, exc,
+        )  # fmt: skip
+        await anyio.sleep(backoff(self._attempt - 1))
+
     async def _resume(self, exc: Exception) -> None:
         """Continue from the first byte not yet handed out, or raise why not."""
         store, key = self._store, self._key
         if not isinstance(exc, _BROKEN) or not self._etag:
             raise store.error("GET", key, exc) from exc
-        url = store.describe(key)
-        if self._attempt >= store.attempts:
-            raise StorageError(
-                f"S3 GET {url} failed after {self._attempt} attempts: {exc!r}"
-            ) from exc
         self.close()
-        self._attempt += 1
+        await self._next_attempt(exc)
         offset = self._start + self._got
-        log.debug(
-            "resuming GET of %s at byte %d (attempt %d of %d) after %r",
-            url, offset, self._attempt, store.attempts, exc,
-        )  # fmt: skip
-        await anyio.sleep(backoff(self._attempt - 1))
         end = self._start + self.size - 1
         try:
-            response = await store.client.get_object(
-                Bucket=store.bucket,
-                Key=store.full_key(key),
-                Range=f"bytes={offset}-{end}",
-                IfMatch=self._etag,  # never splice another object's bytes onto these
-            )
-        except ClientError as error:
-            code = str(error.response.get("Error", {}).get("Code"))
-            if code in ("PreconditionFailed", "412"):
-                raise StorageError(
-                    f"{url} changed while being read (its ETag is no longer {self._etag});"
-                    " the download was not resumed"
-                ) from error
-            raise store.error("GET", key, error) from error
-        except Exception as error:
-            raise store.error("GET", key, error) from error
-        self._body = response["Body"]
+            # If-Match: never splice another object's bytes onto these.
+            response = await self._get(Range=f"bytes={offset}-{end}", IfMatch=self._etag)
+        except FileExistsError as error:  # what store.error makes of a 412
+            raise StorageError(
+                f"{store.describe(key)} changed while being read (its ETag is no longer"
+                f" {self._etag}); the download was not resumed"
+            ) from error.__cause__
         if int(response["ContentLength"]) != self.size - self._got:
             raise StorageError(
-                f"S3 GET {url}: asked for bytes {offset}-{end}, got"
-                f" {response['ContentLength']} bytes; the download was not resumed"
+                f"S3 GET {store.describe(key)}: asked for bytes {offset}-{end}, got"
+                f" {response['ContentLength']}; the download was not resumed"
             )
