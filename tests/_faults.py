@@ -12,7 +12,9 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class Fault:
         self.probability = probability
         self.applied = applied  # moto carries the request out before the fault acts
         self.struck = 0
+        self.released = threading.Event()  # set by the server's reset(): stop waiting
         self._random = random.Random(seed)
 
     def strikes(self, request: Request) -> float | None:
@@ -99,11 +102,13 @@ class DisconnectFault(Fault):
 
 class CutFault(Fault):
     """Send moto's status and headers (the full Content-Length among them), then ``after``
-    bytes of the body (a random share of it when None), then close the connection."""
+    bytes of the body (a random share of it when None), then, after ``stall`` seconds of
+    silence, close the connection."""
 
-    def __init__(self, predicate: Predicate, after: int | None, **kw: Any) -> None:
+    def __init__(self, predicate: Predicate, after: int | None, stall: float, **kw: Any):
         super().__init__(predicate, **kw)
         self.after = after
+        self.stall = stall
 
     def respond(
         self, app: App, environ: dict[str, Any], start_response: Any, point: float
@@ -117,12 +122,13 @@ class CutFault(Fault):
         headers.append(("Content-Length", str(len(body))))
         after = int(point * len(body)) if self.after is None else min(self.after, len(body))
         start_response(status, headers)
-        return _cut(environ, body, after)
+        return self._cut(environ, body[:after])
 
-
-def _cut(environ: dict[str, Any], body: bytes, after: int) -> Iterator[bytes]:
-    yield body[:after]  # even when empty: the status and headers go out with it
-    shut(environ)
+    def _cut(self, environ: dict[str, Any], part: bytes) -> Iterator[bytes]:
+        yield part  # even when empty: the status and headers go out with it
+        if self.stall:
+            self.released.wait(self.stall)
+        shut(environ)
 
 
 def _then_shut(environ: dict[str, Any], *, reset: bool) -> Iterator[bytes]:
@@ -175,3 +181,26 @@ def drain(environ: dict[str, Any]) -> None:
         if not chunk:
             break
         remaining -= len(chunk)
+
+
+@contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """An endpoint that accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return  # closed
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in accepted:
+            conn.close()

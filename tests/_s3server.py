@@ -109,6 +109,8 @@ class Middleware:
     def reset(self) -> None:
         with self._lock:
             holds, self._holds = self._holds, []
+            for fault in getattr(self, "_faults", ()):
+                fault.released.set()
             old_wake = getattr(self, "_wake", None)
             self._wake = threading.Event()
             self.requests: list[Request] = []
@@ -140,10 +142,13 @@ class Middleware:
         of :class:`_faults.Fault` (``times``, ``probability``, ``seed``, ``applied``)."""
         return self._add(ErrorFault(predicate, status, code, message, **options))
 
-    def cut(self, predicate: Predicate, *, after: int | None = None, **options: Any) -> Fault:
+    def cut(
+        self, predicate: Predicate, *, after: int | None = None, stall: float = 0, **options: Any
+    ) -> Fault:
         """Send moto's status and headers, then ``after`` bytes of the body (a random
-        share of it if None), then close the connection."""
-        return self._add(CutFault(predicate, after, **options))
+        share of it if None), then, after ``stall`` seconds of silence (or at ``reset()``),
+        close the connection."""
+        return self._add(CutFault(predicate, after, stall, **options))
 
     def disconnect(self, predicate: Predicate, **options: Any) -> Fault:
         """Reset the connection before any response; with ``applied=True``, after moto has
