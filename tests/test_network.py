@@ -180,6 +180,27 @@ async def test_an_object_replaced_before_the_resume_is_never_spliced(
     assert read_tree(out) == {}
 
 
+async def test_a_restore_cancelled_while_resuming_is_cancelled_not_an_error(
+    s3_control, s3, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
+        await cp.save(write_tree(tmp_path / "src", tree(13)))
+    key = object_key(s3, bucket, dest, "whole.bin")
+    s3_control.cut(match("GET", path_contains=key), after=MiB, times=1)
+    resume = s3_control.hold(lambda r: resumed(r) and r.path == key)
+    out = tmp_path / "out"
+    out.mkdir()
+    async with AsyncCheckpoint(f"s3://{bucket}/unused", dest, transfer=PARTS) as cp:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.restore, out)
+                assert await anyio.to_thread.run_sync(resume.wait_for, 1, 60)
+                scope.cancel()
+    assert scope.cancelled_caught  # no StorageError wrapped around it
+    assert read_tree(out) == {}
+
+
 @pytest.mark.parametrize("applied", [False, True], ids=["reset", "response-lost"])
 async def test_uploads_survive_connection_resets(s3_control, s3, bucket, tmp_path, applied):
     # Each kind of PUT loses its connection once before any answer; with ``applied``,
