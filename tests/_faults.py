@@ -32,6 +32,8 @@ _ERROR_XML = (
 class Fault:
     """One rule of the server; ``struck`` counts the requests it acted on."""
 
+    drains = True  # reads the request body moto does not
+
     def __init__(
         self,
         predicate: Predicate,
@@ -64,7 +66,7 @@ class Fault:
     ) -> Iterable[bytes]:
         if self.applied:
             run_app(app, environ, lambda *args, **kwargs: None)
-        else:
+        elif self.drains:
             drain(environ)
         return self.act(environ, start_response, point)
 
@@ -87,17 +89,11 @@ class DisconnectFault(Fault):
     """Reset the connection without an answer; with ``applied``, after moto carried the
     request out (the client cannot tell whether it did)."""
 
+    drains = False  # the unread request body goes with the connection, as on a real reset
+
     def act(self, environ: dict[str, Any], start_response: Any, point: float) -> Iterable[bytes]:
         start_response("500 Dropped", [("Content-Length", "0")])  # never sent
         return _then_shut(environ, reset=True)
-
-    def respond(
-        self, app: App, environ: dict[str, Any], start_response: Any, point: float
-    ) -> Iterable[bytes]:
-        if self.applied:
-            run_app(app, environ, lambda *args, **kwargs: None)
-        # Unread, the request body goes with the connection, as it would on a real reset.
-        return self.act(environ, start_response, point)
 
 
 class CutFault(Fault):

@@ -3,7 +3,7 @@
 The middleware records every request, tracks how many are in flight (now and at most),
 and can delay or hold requests chosen by a predicate, or strike them with a fault (see
 ``_faults``): an S3 error, a body cut short, a connection dropped. ``reset()`` clears all
-of it and lets held requests go without reaching moto.
+of it, lets held requests go without reaching moto and stalled bodies end.
 """
 
 from __future__ import annotations
