@@ -255,9 +255,9 @@ async def test_saves_and_restores_succeed_through_5xx(s3_control, bucket, tmp_pa
         s3_control.fail(match(), status=503, code="SlowDown", probability=0.05, seed=2),
     ]
     # A request fails three times in a row once in 1,000 (0.1 ** 3), and these cycles
-    # send a few hundred: 10 attempts make that never happen.
+    # send over a hundred: 10 attempts make that never happen.
     patient = Config(retries={"total_max_attempts": 10})
-    for i in range(5):
+    for i in range(3):
         files[f"cycle{i}.bin"] = random.Random(i).randbytes(1000 * (i + 1))
         async with AsyncCheckpoint(dest, transfer=PARTS, botocore_config=patient) as cp:
             await cp.save(write_tree(tmp_path / f"src{i}", files))
