@@ -1,8 +1,9 @@
 """A moto S3 server on 127.0.0.1 behind a WSGI middleware that tests steer at runtime.
 
 The middleware records every request, tracks how many are in flight (now and at most),
-and can delay, hold or fail requests chosen by a predicate. ``reset()`` clears all of it
-and lets held requests go without reaching moto.
+and can delay or hold requests chosen by a predicate, or strike them with a fault (see
+``_faults``): an S3 error, a body cut short, a connection dropped. ``reset()`` clears all
+of it, lets held requests go without reaching moto and stalled bodies end.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from _faults import CutFault, DisconnectFault, ErrorFault, Fault, drain, error, run_app
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -24,6 +26,7 @@ class Request:
     user_agent: str
     range: str = ""
     expect: str = ""
+    if_match: str = ""
     sdk_request: str = ""  # botocore's amz-sdk-request header ("attempt=1"), if sent
 
     @property
@@ -96,27 +99,6 @@ class Hold:
         self._released.set()
 
 
-_ERROR_XML = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n'
-    "<Error><Code>{code}</Code><Message>{message}</Message>"
-    "<RequestId>injected</RequestId></Error>"
-)
-
-
-def _drain(environ: dict[str, Any]) -> None:
-    stream = environ["wsgi.input"]
-    if environ.get("wsgi.input_terminated"):
-        while stream.read(1 << 16):
-            pass
-        return
-    remaining = int(environ.get("CONTENT_LENGTH") or 0)
-    while remaining > 0:
-        chunk = stream.read(min(remaining, 1 << 16))
-        if not chunk:
-            break
-        remaining -= len(chunk)
-
-
 class Middleware:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
@@ -127,13 +109,15 @@ class Middleware:
     def reset(self) -> None:
         with self._lock:
             holds, self._holds = self._holds, []
+            for fault in getattr(self, "_faults", ()):
+                fault.released.set()
             old_wake = getattr(self, "_wake", None)
             self._wake = threading.Event()
             self.requests: list[Request] = []
             self.in_flight: int = getattr(self, "in_flight", 0)
             self.max_in_flight = 0
             self._delays: list[tuple[Predicate, float]] = []
-            self._faults: list[list[Any]] = []
+            self._faults: list[Fault] = []
             self._watches: list[Watch] = []
         if old_wake is not None:
             old_wake.set()
@@ -151,13 +135,30 @@ class Middleware:
         status: int = 400,
         code: str = "InvalidRequest",
         message: str = "Injected failure",
-        times: int | None = None,
-        applied: bool = False,
-    ) -> None:
-        """Answer matching requests with an error; with ``applied``, only after moto has
-        carried the request out (a response lost on the way back)."""
+        **options: Any,
+    ) -> Fault:
+        """Answer matching requests with an error; with ``applied=True``, only after moto
+        has carried the request out (a response lost on the way back). ``options``: those
+        of :class:`_faults.Fault` (``times``, ``probability``, ``seed``, ``applied``)."""
+        return self._add(ErrorFault(predicate, status, code, message, **options))
+
+    def cut(
+        self, predicate: Predicate, *, after: int | None = None, stall: float = 0, **options: Any
+    ) -> Fault:
+        """Send moto's status and headers, then ``after`` bytes of the body (a random
+        share of it if None), then, after ``stall`` seconds of silence (or at ``reset()``),
+        close the connection."""
+        return self._add(CutFault(predicate, after, stall, **options))
+
+    def disconnect(self, predicate: Predicate, **options: Any) -> Fault:
+        """Reset the connection before any response; with ``applied=True``, after moto has
+        carried the request out."""
+        return self._add(DisconnectFault(predicate, **options))
+
+    def _add(self, fault: Fault) -> Fault:
         with self._lock:
-            self._faults.append([predicate, status, code, message, times, applied])
+            self._faults.append(fault)
+        return fault
 
     def watch(self, predicate: Predicate) -> Watch:
         watch = Watch(predicate)
@@ -175,14 +176,6 @@ class Middleware:
         with self._lock:
             return [r for r in self.requests if predicate(r)]
 
-    def _error(self, start_response: Any, status: int, code: str, message: str) -> list[bytes]:
-        body = _ERROR_XML.format(code=code, message=message).encode()
-        start_response(
-            f"{status} {code}",
-            [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
-        )
-        return [body]
-
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(
             environ["REQUEST_METHOD"],
@@ -191,6 +184,7 @@ class Middleware:
             environ.get("HTTP_USER_AGENT", ""),
             environ.get("HTTP_RANGE", ""),
             environ.get("HTTP_EXPECT", ""),
+            environ.get("HTTP_IF_MATCH", ""),
             environ.get("HTTP_AMZ_SDK_REQUEST", ""),
         )
         with self._lock:
@@ -204,35 +198,19 @@ class Middleware:
             wake = self._wake
             delay = sum(s for p, s in self._delays if p(request))
             hold = next((h for h in self._holds if h.predicate(request)), None)
-            fault = None
-            applied = False
-            for rule in self._faults:
-                if rule[0](request) and (rule[4] is None or rule[4] > 0):
-                    if rule[4] is not None:
-                        rule[4] -= 1
-                    fault = rule[1:4]
-                    applied = rule[5]
-                    break
+            strike = next(
+                ((f, point) for f in self._faults if (point := f.strikes(request)) is not None),
+                None,
+            )
         try:
             if delay:
                 wake.wait(delay)
             if hold is not None and not hold._wait():
-                _drain(environ)
-                return self._error(start_response, 503, "SlowDown", "Dropped by the test")
-            if fault is not None and applied:
-                result = self._app(environ, lambda *args, **kwargs: None)
-                b"".join(result)
-                return self._error(start_response, *fault)
-            if fault is not None:
-                _drain(environ)
-                return self._error(start_response, *fault)
-            result = self._app(environ, start_response)
-            try:
-                return [b"".join(result)]
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                drain(environ)
+                return error(start_response, 503, "SlowDown", "Dropped by the test")
+            if strike is not None:
+                return strike[0].respond(self._app, environ, start_response, strike[1])
+            return [run_app(self._app, environ, start_response)]
         finally:
             with self._lock:
                 self.in_flight -= 1

@@ -16,6 +16,7 @@ from .._errors import StorageError
 from .._io import new_body, pwrite_all, read_at, write_file
 from .._tasks import task_group
 from ._base import FileCopy, ObjectInfo
+from ._s3_body import Body, total_attempts
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
@@ -42,6 +43,8 @@ class S3Storage:
         self.max_key_bytes: int | None = _MAX_KEY - len(self.full_key("").encode())
         self._threads = threads
         self._piece = piece  # what one streamed GET holds in memory at most
+        #: What a GET whose body breaks off gets in all, as botocore gives every request.
+        self.attempts = total_attempts(client.meta.config)
 
     def full_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -171,15 +174,13 @@ class S3Storage:
     @asynccontextmanager
     async def _reader(
         self, key: str, start: int = 0, length: int | None = None
-    ) -> AsyncIterator[_Body]:
-        extra = {}
-        if start or length is not None:
-            end = "" if length is None else str(start + length - 1)
-            extra["Range"] = f"bytes={start}-{end}"
-        async with self.errors("GET", key):
-            resp = await self.client.get_object(Bucket=self.bucket, Key=self.full_key(key), **extra)
-        async with resp["Body"] as body:
-            yield _Body(self, key, body, int(resp["ContentLength"]))
+    ) -> AsyncIterator[Body]:
+        body = Body(self, key, start, length)
+        try:
+            await body.open()
+            yield body
+        finally:
+            body.close()
 
     async def _listing(
         self, action: str, operation: str, field: str, prefix: str, name: str = "Key", **extra: str
@@ -309,43 +310,3 @@ class S3Multipart:
         except StorageError as exc:
             if "NoSuchUpload" not in str(exc):
                 raise
-
-
-class _Body:
-    """A GET's body; its read errors are named after the object."""
-
-    def __init__(self, store: S3Storage, key: str, body: Any, size: int) -> None:
-        self._store = store
-        self._key = key
-        self._body = body
-        self.size = size
-
-    async def read_pieces(self, limit: int) -> list[bytes]:
-        """Up to ``limit`` bytes, as they arrived; none at the end."""
-        pieces: list[bytes] = []
-        n = 0
-        try:
-            while n < limit and (data := await self._body.read(limit - n)):
-                pieces.append(data)
-                n += len(data)
-        except Exception as exc:
-            raise self._store.error("GET", self._key, exc) from exc
-        return pieces
-
-    async def read_all(self) -> bytearray:
-        """The whole body in one buffer of its Content-Length, filled chunk by chunk,
-        instead of joining the chunks at the end (which holds the body twice)."""
-        data = bytearray(self.size)
-        got = 0
-        with memoryview(data) as view:
-            while got < self.size:
-                try:
-                    n = await self._body.readinto(view[got:])
-                except Exception as exc:
-                    raise self._store.error("GET", self._key, exc) from exc
-                if not n:
-                    break  # aiobotocore raises for a short body; this is a safety net
-                got += n
-        if got < self.size:
-            del data[got:]
-        return data
