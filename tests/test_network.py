@@ -229,7 +229,7 @@ async def test_uploads_survive_connection_resets(s3_control, s3, bucket, tmp_pat
 
 async def test_a_server_that_never_answers_fails_within_the_users_timeouts(s3_server):
     # 3 attempts of 2 s and botocore's backoff (at most 1 + 2 s) per request; a failed save
-    # then lists what it wrote, to delete it, which takes as long: under 20 s on any machine.
+    # then tries for at most 5 s to delete what it wrote: under 20 s on any machine.
     config = Config(read_timeout=2, retries={"max_attempts": 2})
     with silent_endpoint() as endpoint:
         options = {"endpoint_url": endpoint, "botocore_config": config}

@@ -57,13 +57,26 @@ class Survey:
         return Survey(self.folders, [(k, u) for k, u in self.unfinished if not k.startswith(mine)])
 
 
-async def discard(store: Storage, prefix: str) -> None:
-    """Best effort: delete what an uncommitted save wrote (the next save would too)."""
-    with anyio.move_on_after(30, shield=True):
-        try:
-            await store.delete([o.key for o in await store.list_objects(prefix)])
-        except Exception as exc:
-            log.warning("could not clean up %s: %s", store.describe(prefix), exc)
+#: How long a failed or cancelled save spends deleting what it wrote before it raises:
+#: plenty for a server that answers; against one that does not, the error comes sooner.
+CLEANUP_SECONDS = 5
+
+
+async def discard(store: Storage, *prefixes: str, within: float = 30) -> None:
+    """Best effort: delete what an uncommitted save wrote under ``prefixes`` (the next
+    save would too), for at most ``within`` seconds in all."""
+    with anyio.move_on_after(within, shield=True) as scope:
+        for prefix in prefixes:
+            try:
+                await store.delete([o.key for o in await store.list_objects(prefix)])
+            except Exception as exc:
+                log.warning("could not clean up %s: %s", store.describe(prefix), exc)
+    if scope.cancelled_caught:
+        log.warning(
+            "gave up cleaning up %s after %g s; the next save will",
+            ", ".join(store.describe(p) for p in prefixes),
+            within,
+        )
 
 
 async def collect(

@@ -7,7 +7,7 @@ import time
 
 from . import _manifest as mf
 from ._catalog import Catalog
-from ._collect import Survey, collect, discard
+from ._collect import CLEANUP_SECONDS, Survey, collect, discard
 from ._engine import Engine, Upload
 from ._publish import publish
 from ._scan import stream_starts
@@ -48,8 +48,8 @@ class Save:
                 await self._store.sync()
             listed = survey.value
         except BaseException:
-            for folder in self._folders:
-                await discard(self._store, f"{mf.META}/{folder}")
+            folders = [f"{mf.META}/{folder}" for folder in self._folders]
+            await discard(self._store, *folders, within=CLEANUP_SECONDS)
             raise
         try:
             await self._commit(base, manifests, uploaded, listed.without(self._folders))
