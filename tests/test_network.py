@@ -130,14 +130,22 @@ async def test_resumes_follow_the_clients_retry_settings(
     assert len(s3_control.matching(cut)) == attempts
 
 
+async def saved_whole(
+    s3: object, bucket: str, tmp_path: Path, seed: int
+) -> tuple[str, dict[str, bytes], str]:
+    """A checkpoint of ``tree(seed)`` at s3://bucket/cp: its URL, its files, and the path
+    the server sees for the object of whole.bin."""
+    dest = f"s3://{bucket}/cp"
+    files = tree(seed)
+    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    return dest, files, object_key(s3, bucket, dest, "whole.bin")
+
+
 async def test_a_body_that_stalls_is_resumed_after_the_read_timeout(
     s3_control, s3, bucket, tmp_path
 ):
-    dest = f"s3://{bucket}/cp"
-    files = tree(9)
-    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    key = object_key(s3, bucket, dest, "whole.bin")
+    dest, files, key = await saved_whole(s3, bucket, tmp_path, seed=9)
     # The body stops after 1 MiB and the connection stays open, silent (until the test
     # ends): the client's read timeout ends the wait, and the rest comes from a resume.
     s3_control.cut(match("GET", path_contains=key), after=MiB, stall=600, times=1)
@@ -149,11 +157,7 @@ async def test_a_body_that_stalls_is_resumed_after_the_read_timeout(
 async def test_an_object_replaced_before_the_resume_is_never_spliced(
     s3_control, s3, bucket, tmp_path
 ):
-    dest = f"s3://{bucket}/cp"
-    files = tree(5)
-    async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
-        await cp.save(write_tree(tmp_path / "src", files))
-    key = object_key(s3, bucket, dest, "whole.bin")
+    dest, files, key = await saved_whole(s3, bucket, tmp_path, seed=5)
     s3_control.cut(match("GET", path_contains=key), after=MiB, times=1)
     resume = s3_control.hold(lambda r: resumed(r) and r.path == key)
     out = tmp_path / "out"
