@@ -262,9 +262,11 @@ def _check_botocore_config(config: Any) -> None:
         return
     try:
         from botocore.config import Config
+
+        ok = isinstance(config, Config)
     except ImportError:  # no botocore: whatever it is, it is not its Config
-        Config = None  # noqa: N806
-    if Config is None or not isinstance(config, Config):
+        ok = False
+    if not ok:
         raise TypeError(
             f"botocore_config must be a botocore.config.Config, not {type(config).__name__}"
         )
