@@ -23,7 +23,7 @@ from ._config import TransferConfig, check_positive
 from ._engine import Engine, Upload
 from ._errors import CheckpointClosedError, CheckpointError
 from ._restore import restore_into
-from .storage import Location, S3Options, Storage, Storages, parse_location
+from .storage import Location, S3Options, Storage, Storages, check_available, parse_location
 
 PathLike = str | os.PathLike[str]
 
@@ -91,10 +91,10 @@ class AsyncCheckpoint:
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
-        if (s3_at := self._s3_location()) is not None:
-            _require_s3_support()
-            if _running_loop() == "other":
-                raise _needs_asyncio(s3_at)
+        for location in (self._dest, self._src):
+            if location is not None:
+                check_available(location)
+        self._check_loop_kind()  # made under trio: say so now, not at first use
 
     def __repr__(self) -> str:
         src = str(self._src) if self._src else None
@@ -135,9 +135,7 @@ class AsyncCheckpoint:
         self._check_closed()
         loop = current_token()
         if self._loop is None:
-            s3_at = self._s3_location()
-            if s3_at is not None and _running_loop() == "other":
-                raise _needs_asyncio(s3_at)
+            self._check_loop_kind()
             self._loop = loop
         elif loop != self._loop:
             # Its client, locks and limiters belong to the loop it first ran on.
@@ -146,8 +144,17 @@ class AsyncCheckpoint:
                 " AsyncCheckpoint per event loop (or use SyncCheckpoint)"
             )
 
-    def _s3_location(self) -> Location | None:
-        return next((loc for loc in (self._dest, self._src) if loc and loc.scheme == "s3"), None)
+    def _check_loop_kind(self) -> None:
+        """S3 needs asyncio: aiobotocore runs on asyncio only."""
+        if _running_loop() != "other":
+            return
+        for location in (self._dest, self._src):
+            if location is not None and location.scheme == "s3":
+                raise RuntimeError(
+                    f"AsyncCheckpoint on {location} uses S3, which needs the asyncio event"
+                    " loop (aiobotocore runs on asyncio only); under trio, use"
+                    " SyncCheckpoint or a local path"
+                )
 
     async def _storage(self, location: Location) -> Storage:
         self._check_open()
@@ -272,15 +279,6 @@ def _check_botocore_config(config: Any) -> None:
         )
 
 
-def _require_s3_support() -> None:
-    try:
-        import aiobotocore  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "s3:// checkpoints need the s3 extra: pip install 'aiocheckpoint[s3]'"
-        ) from exc
-
-
 def _running_loop() -> str:
     """"asyncio", "other" (trio) or "none": which event loop runs in this thread."""
     try:
@@ -292,10 +290,3 @@ def _running_loop() -> str:
     except RuntimeError:
         return "other"
     return "asyncio"
-
-
-def _needs_asyncio(location: Location) -> RuntimeError:
-    return RuntimeError(
-        f"AsyncCheckpoint on {location} uses S3, which needs the asyncio event loop"
-        " (aiobotocore runs on asyncio only); under trio, use SyncCheckpoint or a local path"
-    )

@@ -24,6 +24,7 @@ __all__ = (
     "ObjectInfo",
     "Storage",
     "Storages",
+    "check_available",
     "parse_location",
 )
 
@@ -69,6 +70,18 @@ def parse_location(value: str | os.PathLike[str], what: str) -> Location:
     )
 
 
+def check_available(location: Location) -> None:
+    """Raise ``ImportError`` saying what to install if ``location``'s backend cannot load."""
+    if location.scheme != "s3":
+        return
+    try:
+        import aiobotocore  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"{location} needs the s3 extra: pip install 'aiocheckpoint[s3]'"
+        ) from exc
+
+
 @dataclass(frozen=True)
 class S3Options:
     endpoint_url: str | None = None
@@ -90,12 +103,7 @@ class Storages:
     async def open(self, location: Location) -> Storage:
         if location.scheme == "file":
             return LocalStorage(Path(location.path), self._threads)
-        try:
-            from ._s3 import S3Storage, no_expect_continue
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                f"{location} needs the s3 extra: pip install 'aiocheckpoint[s3]'"
-            ) from exc
+        from ._s3 import S3Storage, no_expect_continue  # check_available() said it loads
 
         if self._s3_client is None:
             self._s3_client = await self._stack.enter_async_context(self._s3_client_context())
