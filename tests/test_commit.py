@@ -98,7 +98,7 @@ async def test_restore_restarts_from_the_newest_version_when_objects_vanish(
                 result.append(await reader.restore(out))
 
             tg.start_soon(restore)
-            assert await anyio.to_thread.run_sync(hold.wait_for, 5)
+            assert await anyio.to_thread.run_sync(hold.wait_for, 1)  # the pack
             # Meanwhile a new version replaces every file; its cleanup deletes v1's data.
             async with AsyncCheckpoint(dest) as writer:
                 await writer.save(write_tree(tmp_path / "v2", v2))

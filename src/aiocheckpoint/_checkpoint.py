@@ -280,7 +280,7 @@ def _check_botocore_config(config: Any) -> None:
 
 
 def _running_loop() -> str:
-    """"asyncio", "other" (trio) or "none": which event loop runs in this thread."""
+    """ "asyncio", "other" (trio) or "none": which event loop runs in this thread."""
     try:
         current_token()
     except RuntimeError:

@@ -80,8 +80,7 @@ class Save:
             await early.abandon()
         folder = new_folder((base.version if base else 0) + 1)
         self._folders.append(folder)
-        old = base.files if base else {}
-        return await upload_changes(self._engine, self._store, folder, self._items, old)
+        return await upload_changes(self._engine, self._store, folder, self._items, base)
 
     async def _commit(
         self,
@@ -106,7 +105,10 @@ class Save:
                 time.monotonic() - self._started,
             )
             return
-        manifest = mf.Manifest((base.version if base else 0) + 1, files)
+        sizes = {**(base.packs if base else {}), **uploaded.packs()}
+        manifest = mf.Manifest(
+            (base.version if base else 0) + 1, files, packs=mf.packs_of(files, sizes)
+        )
         await publish(store, self._catalog, manifest, uploaded.folder)
         await collect(store, self._catalog, manifest, manifests, survey, self._keep)
         sent = [s for s in uploaded.stored if not s.unchanged]

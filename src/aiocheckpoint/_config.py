@@ -18,6 +18,10 @@ MAX_PARTS = 10_000
 #: stream more in flight makes every read smaller, and costs client CPU per byte.
 _PARTS_IN_FLIGHT = 12
 
+#: Packs: see benchmarks/RESULTS.md ("Packs") for the runs that chose these.
+PACK_THRESHOLD = 256 * 1024
+PACK_SIZE = 8 * MiB
+
 
 @dataclass(frozen=True, kw_only=True)
 class TransferConfig:
@@ -36,8 +40,13 @@ class TransferConfig:
         MiB with the other defaults): many small requests may be in flight, but at most
         12 parts' or ranges' worth of bytes.
     :param max_threads: worker threads for local file I/O.
+    :param pack_threshold: files of at most this many bytes are stored together, in
+        packs of about ``pack_size`` bytes, one object per pack, instead of one object
+        per file; 0 stores every file as an object of its own.
+    :param pack_size: the size a pack is filled up to (never more than
+        ``multipart_threshold``: a pack is one PUT).
     :raises TypeError: a value is not an int.
-    :raises ValueError: a value is below 1, ``part_size`` is outside
+    :raises ValueError: a value is below 1 (``pack_threshold``: below 0), ``part_size`` is outside
         S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.
     """
 
@@ -46,10 +55,14 @@ class TransferConfig:
     part_size: int = 8 * MiB
     max_buffer_bytes: int | None = None
     max_threads: int = 16
+    pack_threshold: int = PACK_THRESHOLD
+    pack_size: int = PACK_SIZE
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrency", "multipart_threshold", "part_size", "max_threads"):
+        names = ("max_concurrency", "multipart_threshold", "part_size", "max_threads", "pack_size")
+        for name in names:
             check_positive(name, getattr(self, name))
+        check_positive("pack_threshold", self.pack_threshold, least=0)
         if self.max_buffer_bytes is not None:
             check_positive("max_buffer_bytes", self.max_buffer_bytes)
         if self.multipart_threshold > MAX_PART_SIZE:
@@ -72,6 +85,16 @@ class TransferConfig:
             self.part_size, self.multipart_threshold
         )
 
+    @property
+    def pack_bytes(self) -> int:
+        """The size a pack is filled up to."""
+        return min(self.pack_size, self.multipart_threshold)
+
+    @property
+    def packed_below(self) -> int:
+        """The largest file that goes into a pack (0: none)."""
+        return min(self.pack_threshold, self.pack_bytes)
+
     def part_size_for(self, size: int) -> int:
         """The part size for a file of ``size`` bytes: never more than 10,000 parts."""
         part = self.part_size
@@ -81,9 +104,11 @@ class TransferConfig:
         return min(part, MAX_PART_SIZE)
 
 
-def check_positive(name: str, value: object) -> None:
-    """A wrong type is a ``TypeError``, a value below 1 a ``ValueError``; both name it."""
+def check_positive(name: str, value: object, *, least: int = 1) -> None:
+    """A wrong type is a ``TypeError``, a value below ``least`` a ``ValueError``; both
+    name it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r})")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value < least:
+        what = "a positive integer" if least == 1 else f"an integer of at least {least}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")

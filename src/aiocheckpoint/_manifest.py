@@ -4,12 +4,16 @@ Layout under a checkpoint's root (a local folder or an S3 prefix)::
 
     .aiocheckpoint/manifests/v0000000007.json        one per committed version
     .aiocheckpoint/data/0000000007-<token>/<path>    data objects written by that save
+    .aiocheckpoint/data/0000000007-<token>/.aiocheckpoint/pack-000001
+                                                     small files of that save, end to end
     .aiocheckpoint/latest.json                       a copy of the newest manifest (S3)
 
 A manifest maps every relative path of the checkpoint to its data object (relative to
-``.aiocheckpoint/``), size and CRC-32. Data objects are never overwritten: each save
-writes under a fresh ``<version>-<token>`` prefix. The manifest is written last, with an
-exclusive create, and that write is the commit.
+``.aiocheckpoint/``), size and CRC-32, and, for a file in a pack, its ``offset`` there.
+Format 2 adds the offsets and ``packs`` (each pack's size); a manifest without packs is
+still written as format 1. Data objects are never overwritten: each save writes under a
+fresh ``<version>-<token>`` prefix. The manifest is written last, with an exclusive
+create, and that write is the commit.
 
 Over the network, each commit also writes ``latest.json``, a plain copy of its manifest, so
 that a restore can read it while it lists ``manifests/``. A restore trusts the copy only
@@ -29,7 +33,7 @@ from datetime import datetime, timezone
 
 from ._errors import CorruptCheckpointError
 
-FORMAT = 1
+FORMAT = 2  # the newest this version reads and writes; 1 is read (and written without packs)
 META = ".aiocheckpoint"
 MANIFESTS = f"{META}/manifests/"
 DATA = f"{META}/data/"
@@ -38,6 +42,10 @@ LATEST = f"{META}/latest.json"
 STAGING = ".aiocheckpoint-restore-"
 #: The most bytes one file can hold: S3's limit for one object.
 MAX_SIZE = 5 * 1024**4
+#: The most bytes of one pack: S3's limit for one PUT (a pack is never a multipart upload).
+MAX_PACK = 5 * 1024**3
+#: Packs are named within a save's data folder under this name, which no file's path has.
+PACKS = f"{META}/pack-"
 #: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
 #: systems, so that every checkpoint can be restored to local disk.
 MAX_NAME = 255
@@ -51,6 +59,7 @@ class FileEntry:
     object: str
     size: int
     checksum: str  # "crc32:" and 8 hex digits
+    offset: int | None = None  # where the file starts in ``object``, a pack; None: all of it
 
     @property
     def crc(self) -> int:
@@ -62,9 +71,15 @@ class Manifest:
     version: int
     files: Mapping[str, FileEntry]
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    packs: Mapping[str, int] = field(default_factory=dict)  # every pack named: its size
 
     def objects(self) -> set[str]:
         return {entry.object for entry in self.files.values()}
+
+
+def packs_of(files: Mapping[str, FileEntry], sizes: Mapping[str, int]) -> dict[str, int]:
+    """The packs ``files`` point into, each with its size from ``sizes``."""
+    return {e.object: sizes[e.object] for e in files.values() if e.offset is not None}
 
 
 def manifest_key(version: int) -> str:
@@ -147,18 +162,22 @@ def encode(manifest: Manifest) -> bytes:
     # One line per file, each written by json's C encoder: dumps(indent=...) falls back to
     # the pure-Python encoder, whose many small pieces raised a 5,000-file save's peak RSS
     # by 12 MiB.
-    head = json.dumps(
-        {"format": FORMAT, "version": manifest.version, "created": manifest.created},
-        ensure_ascii=False,
-    )
+    head: dict[str, object] = {"format": FORMAT if manifest.packs else 1}
+    head.update(version=manifest.version, created=manifest.created)
+    if manifest.packs:
+        head["packs"] = dict(sorted(manifest.packs.items()))
     files = ",\n".join(
-        f" {json.dumps(path, ensure_ascii=False)}: "
-        + json.dumps(
-            {"object": e.object, "size": e.size, "checksum": e.checksum}, ensure_ascii=False
-        )
+        f" {json.dumps(path, ensure_ascii=False)}: " + json.dumps(_entry(e), ensure_ascii=False)
         for path, e in sorted(manifest.files.items())
     )
-    return f'{head[:-1]},\n"files": {{\n{files}\n}}}}\n'.encode()
+    top = json.dumps(head, ensure_ascii=False)
+    return f'{top[:-1]},\n"files": {{\n{files}\n}}}}\n'.encode()
+
+
+def _entry(e: FileEntry) -> dict[str, object]:
+    if e.offset is None:
+        return {"object": e.object, "size": e.size, "checksum": e.checksum}
+    return {"object": e.object, "offset": e.offset, "size": e.size, "checksum": e.checksum}
 
 
 def decode(data: bytes | bytearray, where: str) -> Manifest:
@@ -166,24 +185,40 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
     try:
         doc = json.loads(data)
         fmt = doc["format"]
-        if fmt != FORMAT:
+        if fmt not in (1, FORMAT):
             raise CorruptCheckpointError(
                 f"manifest {where} has format {fmt!r}; this version of aiocheckpoint reads"
-                f" format {FORMAT}"
+                f" formats 1 to {FORMAT}"
             )
         files = {
-            str(path): FileEntry(str(e["object"]), e["size"], str(e["checksum"]))
+            str(path): FileEntry(
+                str(e["object"]),
+                e["size"],
+                str(e["checksum"]),
+                e.get("offset") if fmt > 1 else None,
+            )
             for path, e in doc["files"].items()
         }
-        manifest = Manifest(int(doc["version"]), files, str(doc.get("created", "")))
+        packs = {str(k): v for k, v in doc.get("packs", {}).items()} if fmt > 1 else {}
+        manifest = Manifest(int(doc["version"]), files, str(doc.get("created", "")), packs)
     except CorruptCheckpointError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptCheckpointError(f"manifest {where} is not valid: {exc!r}") from exc
     bad = [
+        f"pack {key!r} ({reason})"
+        for key, size in packs.items()
+        if (reason := _check_pack(key, size))
+    ]
+    bad += [
         f"{path!r} ({reason})"
         for path, entry in manifest.files.items()
-        for reason in [check_relpath(path) or reserved(path) or _check_object(entry)]
+        for reason in [
+            check_relpath(path)
+            or reserved(path)
+            or _check_object(entry)
+            or _check_place(entry, packs)
+        ]
         if reason
     ]
     if bad:
@@ -220,6 +255,29 @@ def _check_object(entry: FileEntry) -> str | None:
     if reason is None and not entry.object.startswith("data/"):
         reason = "object outside data/"
     return f"object {entry.object!r}: {reason}" if reason else None
+
+
+def _check_pack(key: str, size: object) -> str | None:
+    if type(size) is not int or not 0 <= size <= MAX_PACK:
+        return f"size {size!r} is not a whole number of at most {MAX_PACK} bytes"
+    reason = check_relpath(key)
+    if reason is None and not key.startswith("data/"):
+        reason = "outside data/"
+    return reason
+
+
+def _check_place(entry: FileEntry, packs: Mapping[str, int]) -> str | None:
+    """Why the bytes ``entry`` names are not in its pack, or None."""
+    if entry.offset is None:
+        return None
+    if type(entry.offset) is not int or entry.offset < 0:
+        return f"offset {entry.offset!r} is not a whole number"
+    size = packs.get(entry.object)
+    if size is None:
+        return f"object {entry.object!r} has an offset but is no pack the manifest lists"
+    if entry.offset + entry.size > size:
+        return f"bytes {entry.offset} to {entry.offset + entry.size} lie outside its pack"
+    return None
 
 
 def _folder(key: str) -> str:

@@ -31,7 +31,8 @@ from .storage import Storage
 
 log = logging.getLogger("aiocheckpoint")
 
-Item = tuple[str, str, int, "int | None"]  # name, key, size, CRC-32 (None: plain files)
+# name, key, size, CRC-32 (None: plain files), offset in a pack (None: the whole object)
+Item = tuple[str, str, int, "int | None", "int | None"]
 
 
 async def restore_into(store: Storage, engine: Engine, catalog: Catalog, target: Path) -> None:
@@ -63,7 +64,8 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
         raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
     if manifest is not None:
         return manifest, [
-            (name, f"{mf.META}/{e.object}", e.size, e.crc) for name, e in manifest.files.items()
+            (name, f"{mf.META}/{e.object}", e.size, e.crc, e.offset)
+            for name, e in manifest.files.items()
         ]
     everything = await store.list_objects()
     # Keys ending in "/" (or the prefix itself) are folder markers, not files.
@@ -100,7 +102,7 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
         )
     if not plain and store.empty_means_missing:
         raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: nothing is there")
-    return None, [(o.key, o.key, o.size, None) for o in plain]
+    return None, [(o.key, o.key, o.size, None, None) for o in plain]
 
 
 async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path) -> None:
@@ -111,7 +113,8 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
     try:
         folder = str(staging)
         downloads = [
-            Download(key, name, os.path.join(folder, name), n, crc) for name, key, n, crc in items
+            Download(key, name, os.path.join(folder, name), n, crc, offset)
+            for name, key, n, crc, offset in items
         ]
         await engine.download(store, downloads)
         names = [d.name for d in downloads]
@@ -130,7 +133,7 @@ def _start(store: Storage, items: list[Item], staging: Path) -> None:
         limit = mf.MAX_NAME
     too_long = [
         (key, reason)
-        for name, key, _, _ in items
+        for name, key, *_ in items
         if limit > 0 and (reason := mf.name_too_long(name, limit))
     ]
     if too_long:

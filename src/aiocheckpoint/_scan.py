@@ -56,8 +56,7 @@ async def uploads(cp: Any, threads: CapacityLimiter) -> list[Upload]:
     if isinstance(cp, (bytes, bytearray, memoryview)):
         raise TypeError("save() takes a path or a binary file object; to store bytes, use write()")
     raise TypeError(
-        f"save() takes a path to a file or folder, or a binary file object,"
-        f" not {type(cp).__name__}"
+        f"save() takes a path to a file or folder, or a binary file object, not {type(cp).__name__}"
     )
 
 

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 
 from . import _manifest as mf
 from ._checksum import to_text
+from ._compact import refill
 from ._engine import Engine, Stored, Upload
 from ._scan import changed
 from .storage import Storage
@@ -38,9 +39,21 @@ class Uploaded:
         for u, done in zip(self.sent, self.stored, strict=True):
             if done.unchanged:
                 new[u.name] = old[u.name]
-            else:
+            elif done.pack is None:
                 new[u.name] = mf.FileEntry(self.folder + u.name, done.size, to_text(done.crc))
+            else:
+                pack = self.folder + done.pack.name
+                crc = to_text(done.crc)
+                new[u.name] = mf.FileEntry(pack, done.size, crc, done.pack.offset)
         return new
+
+    def packs(self) -> dict[str, int]:
+        """The packs this save stored, each with its size."""
+        return {
+            self.folder + done.pack.name: done.pack.pack_size
+            for done in self.stored
+            if done.pack is not None
+        }
 
 
 def check_key_lengths(store: Storage, items: list[Upload]) -> None:
@@ -67,14 +80,18 @@ def new_folder(version: int) -> str:
 
 
 async def upload_changes(
-    engine: Engine,
-    store: Storage,
-    folder: str,
-    items: list[Upload],
-    old: Mapping[str, mf.FileEntry],
+    engine: Engine, store: Storage, folder: str, items: list[Upload], base: mf.Manifest | None
 ) -> Uploaded:
-    """Store under ``folder`` the items whose content ``old`` does not hold."""
-    sent, kept = await changed(items, old, engine.threads)
+    """Store under ``folder`` the items whose content ``base`` does not hold, and those
+    whose pack is too empty to keep (see :func:`refill`)."""
+    sent, kept = await changed(items, base.files if base else {}, engine.threads)
+    if base is not None and sent:
+        again = refill(base, sent, kept, engine.config.packed_below, engine.config.pack_bytes)
+        if again:
+            log.debug("storing %d unchanged small files again, in new packs", len(again))
+            chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in again}
+            sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
+            kept = [name for name in kept if name not in again]
     stored = await engine.upload(store, f"{mf.META}/{folder}", sent)
     return Uploaded(folder, sent, stored, kept)
 
@@ -110,11 +127,10 @@ class EarlyUpload:
         tg.start_soon(self._run)
 
     async def _run(self) -> None:
-        old = self.guess.files if self.guess else {}
         try:
             with self._scope:
                 self._outcome = await upload_changes(
-                    self._engine, self._store, self.folder, self._items, old
+                    self._engine, self._store, self.folder, self._items, self.guess
                 )
         except Exception as exc:  # raised only if the guess holds
             self._outcome = exc

@@ -11,11 +11,11 @@ from anyio import CapacityLimiter
 from .._config import TransferConfig
 from ..storage import Storage
 from ._downloads import Downloader
-from ._items import Download, Stored, Upload
+from ._items import Download, InPack, Stored, Upload
 from ._permits import Limits, batches
 from ._uploads import Uploader
 
-__all__ = ("Download", "Engine", "Stored", "Upload", "batches")
+__all__ = ("Download", "Engine", "InPack", "Stored", "Upload", "batches")
 
 
 class Engine:

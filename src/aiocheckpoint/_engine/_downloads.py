@@ -20,7 +20,8 @@ from .._io import open_target
 from .._tasks import task_group
 from ..storage import FileCopy, Storage
 from ._items import Download
-from ._permits import SMALL, Limits
+from ._packs import THREAD_BYTES, THREAD_FILES, Piece, runs, span, write_pieces
+from ._permits import SMALL, Limits, batches
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -41,8 +42,17 @@ class Downloader:
         self._storage = storage
 
     async def run(self, items: list[Download]) -> None:
+        packs: dict[str, list[Download]] = {}
+        for item in items:
+            if item.offset is not None:
+                packs.setdefault(item.key, []).append(item)
+        items = [item for item in items if item.offset is None]
         sizes = [item.size if item.size <= SMALL else None for item in items]
+        most = max(self._config.part_size, self._config.pack_bytes)
         async with task_group() as tg:
+            for pack in packs.values():
+                for run in runs(pack, most):
+                    await tg.start(self._pack_range, run)
             for batch in self._limits.batches(sizes):
                 first = items[batch[0]]
                 if first.size <= SMALL:
@@ -53,14 +63,48 @@ class Downloader:
                     await tg.start(self._ranges, first)
 
     async def _small(self, batch: list[Download], *, task_status: TaskStatus[None]) -> None:
-        """A batch in one call of the backend. A missing or corrupt object does not stop
-        the rest: the error names every one, as one task per object would."""
+        """A batch in one call of the backend."""
         copies = [FileCopy(item.key, item.target, item.size) for item in batch]
         async with self._limits.permit(len(batch), sum(item.size for item in batch)):
             task_status.started()
             got = await self._storage.get_files(copies)
+        self._verify_all(batch, got)
+
+    async def _pack_range(self, run: list[Download], *, task_status: TaskStatus[None]) -> None:
+        """The files of one range of a pack: one GET, then written a group per
+        worker-thread call, groups side by side."""
+        start, length = span(run)
+        pieces = [Piece(d.target, (d.offset or 0) - start, d.size) for d in run]
+        got: list[tuple[int, int] | None] = [None] * len(run)
+        async with self._limits.permit(1, length):
+            task_status.started()
+            try:
+                data = await self._storage.get(run[0].key, start, length)
+            except FileNotFoundError as exc:
+                raise self._missing(run[0]) from exc
+            with memoryview(data) as view:
+                async with task_group() as tg:
+                    for group in batches([d.size for d in run], THREAD_FILES, THREAD_BYTES):
+                        tg.start_soon(self._write_group, view, pieces, group, got)
+        self._verify_all(run, got)
+
+    async def _write_group(
+        self,
+        view: memoryview,
+        pieces: list[Piece],
+        group: list[int],
+        got: list[tuple[int, int] | None],
+    ) -> None:
+        written = await self._thread(write_pieces, view, [pieces[i] for i in group])
+        for i, result in zip(group, written, strict=True):
+            got[i] = result
+
+    def _verify_all(self, items: list[Download], got: list[tuple[int, int] | None]) -> None:
+        """Check each item against (bytes, CRC-32) got for it (None: missing). One that
+        fails does not hide the rest: the error names every one, as one task per object
+        would."""
         bad: list[CorruptCheckpointError] = []
-        for item, result in zip(batch, got, strict=True):
+        for item, result in zip(items, got, strict=True):
             try:
                 if result is None:
                     raise self._missing(item)
@@ -130,6 +174,8 @@ class Downloader:
 
     def _verify(self, item: Download, size: int, crc: int) -> None:
         url = self._storage.describe(item.key)
+        if item.offset is not None:
+            url += f" at offset {item.offset}"
         if size > item.size:
             raise CorruptCheckpointError(
                 f"{item.name}: expected {item.size} bytes, {url} holds more"

@@ -8,10 +8,21 @@ from typing import BinaryIO
 
 
 @dataclass(frozen=True, slots=True)
+class InPack:
+    """Where a file was stored in a pack: the pack's name under the upload's prefix, the
+    file's first byte there, and the pack's size."""
+
+    name: str
+    offset: int
+    pack_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     size: int
     crc: int
     unchanged: bool = False  # the same as ``Upload.previous``: nothing was stored
+    pack: InPack | None = None  # None: stored as the object prefix + name
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +45,4 @@ class Download:
     target: str  # a path; not a Path, which costs twice the memory (5,000 files: 1 MiB)
     size: int
     crc: int | None  # expected; None when nothing is known (plain files)
+    offset: int | None = None  # where the file starts in ``key``, a pack; None: all of it

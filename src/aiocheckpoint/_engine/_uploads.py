@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -12,14 +13,16 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from anyio.abc import TaskStatus
 
-from .._checksum import combine_parts
+from .._checksum import combine_parts, crc32
 from .._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from .._errors import CheckpointError
 from .._io import new_body, read_at, read_stream
+from .._manifest import PACKS
 from .._tasks import task_group
 from ..storage import FileCopy, MultipartUpload, Storage
-from ._items import Stored, Upload
-from ._permits import SMALL, Limits
+from ._items import InPack, Stored, Upload
+from ._packs import THREAD_BYTES, THREAD_FILES, Piece, plan, read_pieces
+from ._permits import SMALL, Limits, batches
 
 log = logging.getLogger("aiocheckpoint")
 
@@ -52,16 +55,30 @@ class Uploader:
         results: list[Stored | None] = [None] * len(items)
         whole = self._config.multipart_threshold
         small = min(SMALL, whole)
-        sizes = [u.size if isinstance(u.source, Path) and u.size <= small else None for u in items]
+        most = self._config.packed_below
+        packed = [
+            i for i, u in enumerate(items) if most and isinstance(u.source, Path) and u.size <= most
+        ]
+        rest = sorted(set(range(len(items))).difference(packed))
+        sizes = [
+            u.size if isinstance(u.source, Path) and u.size <= small else None
+            for u in (items[i] for i in rest)
+        ]
         async with task_group() as tg:
+            packs = plan([items[i].size for i in packed], self._config.pack_bytes)
+            for number, pack in enumerate(packs, start=1):
+                where = [packed[j] for j in pack]
+                name = f"{PACKS}{number:06d}"
+                await tg.start(self._pack, name, [items[i] for i in where], where, results)
             for batch in self._limits.batches(sizes):  # in the order given
-                first = items[batch[0]]
+                where = [rest[j] for j in batch]
+                first = items[where[0]]
                 if not isinstance(first.source, Path):  # a save has one stream at most
-                    tg.start_soon(self._stream, first, batch[0], results)
+                    tg.start_soon(self._stream, first, where[0], results)
                 elif first.size <= whole:
-                    await tg.start(self._files, [items[i] for i in batch], batch, results)
+                    await tg.start(self._files, [items[i] for i in where], where, results)
                 else:
-                    await tg.start(self._parts, first, batch[0], results)
+                    await tg.start(self._parts, first, where[0], results)
         stored = [r for r in results if r is not None]
         assert len(stored) == len(items), "an upload ended without a result or an error"
         return stored
@@ -85,6 +102,42 @@ class Uploader:
         for i, item, crc in zip(where, batch, crcs, strict=True):
             results[i] = Stored(item.size, crc)
             self._stored(item)
+
+    async def _pack(
+        self,
+        name: str,
+        batch: list[Upload],
+        where: list[int],
+        results: list[Stored | None],
+        *,
+        task_status: TaskStatus[None],
+    ) -> None:
+        """Small files end to end in one object, read a group per worker-thread call,
+        groups side by side, then stored with one PUT."""
+        offsets = list(accumulate((u.size for u in batch), initial=0))
+        starts = zip(batch, offsets[:-1], strict=True)
+        pieces = [Piece(str(u.source), at, u.size) for u, at in starts]
+        total = offsets[-1]
+        crcs = [0] * len(pieces)
+        async with self._limits.permit(1, total):
+            task_status.started()
+            body = new_body(total)
+            with body.getbuffer() as view:
+                async with task_group() as tg:
+                    for group in batches([u.size for u in batch], THREAD_FILES, THREAD_BYTES):
+                        tg.start_soon(self._read_group, view, pieces, group, crcs)
+                crc = await self._thread(crc32, view)
+            await self._storage.put(self._prefix + name, body, crc)
+        for i, item, piece, file_crc in zip(where, batch, pieces, crcs, strict=True):
+            results[i] = Stored(item.size, file_crc, pack=InPack(name, piece.offset, total))
+        log.debug("stored %d files in %s", len(batch), self._storage.describe(self._prefix + name))
+
+    async def _read_group(
+        self, view: memoryview, pieces: list[Piece], group: list[int], crcs: list[int]
+    ) -> None:
+        got = await self._thread(read_pieces, view, [pieces[i] for i in group])
+        for i, crc in zip(group, got, strict=True):
+            crcs[i] = crc
 
     async def _parts(
         self,
