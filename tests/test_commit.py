@@ -295,14 +295,14 @@ async def test_a_first_save_uploads_while_the_manifests_are_listed(
     async with AsyncCheckpoint(dest) as cp, anyio.create_task_group() as tg:
         tg.start_soon(cp.save, write_tree(tmp_path / "src", files))
         assert await anyio.to_thread.run_sync(listing.wait_for, 1, 60)
-        # Every file's PUT arrives while the listing is still held.
-        assert await anyio.to_thread.run_sync(puts.wait_for, len(files), 60)
+        # The files' pack is PUT while the listing is still held.
+        assert await anyio.to_thread.run_sync(puts.wait_for, 1, 60)
         puts.release(forward=True)
         listing.release(forward=True)
     store = Location("s3", tmp_path, s3, bucket)
     assert store.manifests(dest) == [".aiocheckpoint/manifests/v0000000001.json"]
     assert store.data_keys(dest) == store.referenced(dest)
-    assert len(s3_control.matching(data_puts)) == len(files)  # each file once
+    assert len(s3_control.matching(data_puts)) == 1  # the pack, once
     assert await restore_all(dest, tmp_path / "out") == files
 
 
@@ -327,14 +327,16 @@ async def test_a_save_whose_guess_of_the_version_is_wrong_starts_over_and_leaves
     data_puts = match("PUT", path_contains="/.aiocheckpoint/data/")
     deletes = match("POST", param="delete")
     v1 = {"same": os.urandom(3000), "changes": b"one"}
-    async with AsyncCheckpoint(dest) as first:
+    # One object per file, so that the requests show which files went up.
+    objects = TransferConfig(pack_threshold=0)
+    async with AsyncCheckpoint(dest, transfer=objects) as first:
         await first.save(write_tree(tmp_path / "v1", v1))
         kept = store.referenced(dest)
         # A new object guesses a new checkpoint and uploads all three files early. The
         # listing shows version 1: that upload is deleted, and the save starts over
         # from version 1, uploading only the two files that differ from it.
         v2 = {"same": v1["same"], "changes": b"two", "new": b"three"}
-        async with AsyncCheckpoint(dest) as second:
+        async with AsyncCheckpoint(dest, transfer=objects) as second:
             v2_folder = write_tree(tmp_path / "v2", v2)
             await _holding_the_listing(s3_control, partial(second.save, v2_folder), 3)
         assert len(s3_control.matching(data_puts)) == 3 + 2

@@ -25,6 +25,8 @@ UPLOAD_PART = match("PUT", param="partNumber")
 DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
 DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+#: The tests of small files here are of one object per file; test_packs.py has packs'.
+OBJECTS = {"pack_threshold": 0}
 
 
 async def held_while(
@@ -61,7 +63,7 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
     # The server holds the PUTs, then the GETs: 4 of them pile up, never a fifth, and
     # once they are let go the save and then the restore complete.
     files = {f"f{i:02d}.bin": os.urandom(1000) for i in range(24)}
-    transfer = TransferConfig(max_concurrency=4)
+    transfer = TransferConfig(max_concurrency=4, **OBJECTS)
     dest = f"s3://{bucket}/cp"
 
     hold = s3_control.hold(DATA_PUT)
@@ -103,7 +105,7 @@ async def test_memory_bound_limits_small_files_in_flight(s3_control, bucket, tmp
     files = {f"f{i:02d}.bin": os.urandom(100_000) for i in range(12)}
     hold = s3_control.hold(DATA_PUT)
     watch = s3_control.watch(DATA_PUT)
-    bounded = TransferConfig(max_buffer_bytes=200_000)  # room for two files
+    bounded = TransferConfig(max_buffer_bytes=200_000, **OBJECTS)  # room for two files
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         with anyio.fail_after(60):
             assert await held_while(hold, 2, cp.save, write_tree(tmp_path / "src", files)) == 2
@@ -130,7 +132,7 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     sizes = {"a.bin": 150_000, "b.bin": 100_000, "c.bin": 100_000, "d.bin": 150_000}
     files = {name: os.urandom(size) for name, size in sizes.items()}
     src = write_tree(tmp_path / "src", files)
-    bounded = TransferConfig(max_buffer_bytes=250_000)  # room for a and b at most
+    bounded = TransferConfig(max_buffer_bytes=250_000, **OBJECTS)  # room for a and b at most
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
@@ -156,7 +158,7 @@ async def test_small_files_read_in_batches_still_fill_the_window(s3_control, buc
     files = small_files(200)
     hold = s3_control.hold(DATA_PUT)
     watch = s3_control.watch(DATA_PUT)
-    async with AsyncCheckpoint(f"s3://{bucket}/cp") as cp:
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=TransferConfig(**OBJECTS)) as cp:
         assert await held_while(hold, 64, cp.save, write_tree(tmp_path / "src", files)) == 64
     assert watch.max_in_flight <= 64
     assert len(s3_control.matching(DATA_PUT)) == len(files)
@@ -173,7 +175,7 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
         tmp_path / "waiting", {f"f{i:03d}": os.urandom(64 * 1024) for i in range(200)}
     )
     files = small_files(200)
-    bounded = TransferConfig(max_buffer_bytes=2 * MiB)  # 32 of the 64 KiB files at once
+    bounded = TransferConfig(max_buffer_bytes=2 * MiB, **OBJECTS)  # 32 64 KiB files at once
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
         for _ in range(3):
             s3_control.reset()
@@ -197,7 +199,7 @@ async def test_a_small_file_cut_short_during_a_save_fails_it_and_keeps_the_last_
     src = write_tree(tmp_path / "src", files)
     last = src / "d4/f199.bin"  # read after the first 64 files' PUTs are answered
     errors: list[CheckpointError] = []
-    async with AsyncCheckpoint(dest) as cp:
+    async with AsyncCheckpoint(dest, transfer=TransferConfig(**OBJECTS)) as cp:
         await cp.write(b"version 1")
         hold = s3_control.hold(DATA_PUT)
 
@@ -378,7 +380,7 @@ async def test_connection_pool_is_at_least_max_concurrency(s3_control, bucket, t
     # once, each on a connection of its own, prove ours is larger.
     files = {f"f{i:02d}": b"x" for i in range(32)}
     hold = s3_control.hold(DATA_PUT)
-    transfer = TransferConfig(max_concurrency=16)
+    transfer = TransferConfig(max_concurrency=16, **OBJECTS)
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
         assert await held_while(hold, 16, cp.save, write_tree(tmp_path / "src", files)) == 16
     assert s3_control.max_in_flight <= 16

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from _s3server import match
 from _trees import restore_all, write_tree
+from conftest import Location
 
 from aiocheckpoint import AsyncCheckpoint, TransferConfig
 
@@ -20,8 +21,11 @@ PARTS = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
 
 
 def objects(location, dest: str) -> dict[str, str]:
-    """Path → data object, in the newest manifest."""
-    return {path: e["object"] for path, e in location.manifest(dest)["files"].items()}
+    """Path → data object (and offset, in a pack), in the newest manifest."""
+    return {
+        path: e["object"] + (f"@{e['offset']}" if "offset" in e else "")
+        for path, e in location.manifest(dest)["files"].items()
+    }
 
 
 @pytest.fixture
@@ -72,7 +76,9 @@ async def test_only_changed_files_are_stored_even_when_sizes_and_times_match(
     assert location.data_keys(dest) == location.referenced(dest)
 
 
-async def test_unchanged_s3_files_send_no_data_requests(s3_control, bucket, tmp_path, tree):
+async def test_unchanged_s3_files_send_no_data_requests(
+    s3_control, s3, bucket, tmp_path, tree
+):
     dest = f"s3://{bucket}/cp"
     src = write_tree(tmp_path / "src", tree)
     async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
@@ -81,8 +87,12 @@ async def test_unchanged_s3_files_send_no_data_requests(s3_control, bucket, tmp_
         (src / "optim/step.txt").write_bytes(b"101")
         await cp.save(src)
     data_puts = s3_control.matching(match(path_contains="/.aiocheckpoint/data/"))
-    assert [(r.method, r.path.rsplit("/", 1)[1]) for r in data_puts] == [("PUT", "step.txt")]
+    assert [(r.method, r.path.rsplit("/", 1)[1]) for r in data_puts] == [("PUT", "pack-000001")]
     assert not s3_control.matching(match("HEAD"))
+    # that pack holds step.txt's 3 bytes and nothing else
+    manifest = Location("s3", tmp_path, s3, bucket).manifest(dest)
+    step = manifest["files"]["optim/step.txt"]
+    assert manifest["packs"][step["object"]] == 3
 
 
 async def test_write_of_the_same_bytes_stores_nothing_again(location, tmp_path):
@@ -112,7 +122,9 @@ async def test_a_file_saved_under_a_new_name_is_stored_anew(location, tmp_path):
 
 async def test_an_unchanged_file_kept_across_many_versions_survives_gc(location, tmp_path):
     dest = location.new()
-    src = write_tree(tmp_path / "src", {"frozen.bin": b"F" * 5000, "step": b"0"})
+    # frozen.bin is too big for a pack: an object of its own, never stored again
+    frozen = b"F" * 300_000
+    src = write_tree(tmp_path / "src", {"frozen.bin": frozen, "step": b"0"})
     async with AsyncCheckpoint(dest, keep_versions=2) as cp:
         for step in range(1, 6):
             (src / "step").write_bytes(str(step).encode())
@@ -121,7 +133,7 @@ async def test_an_unchanged_file_kept_across_many_versions_survives_gc(location,
     assert manifest["version"] == 5
     assert manifest["files"]["frozen.bin"]["object"].startswith("data/0000000001-")
     assert len(location.manifests(dest)) == 2
-    assert await restore_all(dest, tmp_path / "out") == {"frozen.bin": b"F" * 5000, "step": b"5"}
+    assert await restore_all(dest, tmp_path / "out") == {"frozen.bin": frozen, "step": b"5"}
 
 
 async def test_a_save_does_not_read_back_the_manifest_it_committed(s3_control, bucket, tmp_path):
@@ -227,7 +239,8 @@ async def test_lowering_keep_versions_collects_every_dropped_version(location, t
 async def test_an_unreadable_old_manifest_is_collected_with_what_it_named(location, tmp_path):
     dest = location.new()
     src = tmp_path / "src"
-    async with AsyncCheckpoint(dest, keep_versions=2) as cp:
+    objects_only = TransferConfig(pack_threshold=0)  # (packs: see test_packs.py)
+    async with AsyncCheckpoint(dest, keep_versions=2, transfer=objects_only) as cp:
         await cp.save(write_tree(src, {"a": b"A", "b": b"B1"}))  # v1: a and b in one folder
         await cp.save(write_tree(src, {"a": b"A", "b": b"B2"}))  # v2 still names v1's a
     first_b = ".aiocheckpoint/" + objects(location, dest)["a"].replace("/a", "/b")

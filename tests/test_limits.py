@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from aiocheckpoint import StorageError, SyncCheckpoint
+from aiocheckpoint import StorageError, SyncCheckpoint, TransferConfig
 
 # .aiocheckpoint/data/<10-digit version>-<12 hex>/ comes before every name
 FOLDER = len(".aiocheckpoint/data/0000000001-0123456789ab/")
+OBJECTS = TransferConfig(pack_threshold=0)  # one object per file
 
 
 def deep_file(root: Path, length: int) -> str:
@@ -50,7 +51,7 @@ def test_an_s3_key_of_exactly_1024_bytes_saves_and_restores(s3, bucket, tmp_path
     source = tmp_path / "src"
     name = deep_file(source, room)
     dest = f"s3://{bucket}/{prefix}"
-    with SyncCheckpoint(dest) as cp:
+    with SyncCheckpoint(dest, transfer=OBJECTS) as cp:  # the file's name is in its key
         cp.save(source)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert max(len(k.encode()) for k in keys) == 1024
@@ -78,7 +79,7 @@ def test_a_key_the_server_refuses_is_a_storage_error_with_its_code(s3, bucket, t
     # moto's router answers 404 to a key with a newline; AWS takes it. Either way the
     # save must say what the server said, not that some object is missing.
     dest = f"s3://{bucket}/run"
-    with SyncCheckpoint(dest) as cp:
+    with SyncCheckpoint(dest, transfer=OBJECTS) as cp:  # the file's name is in its key
         cp.write(b"version 1")
         source = tmp_path / "src"
         source.mkdir()

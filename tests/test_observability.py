@@ -29,7 +29,7 @@ async def test_each_commit_logs_one_info_line_and_nothing_is_printed(
     assert infos[1].startswith("committed version 2 of ") and "3 files" in infos[1]
     assert len(infos) == 2
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert any("stored b/c.bin" in m for m in debug)
+    assert any("stored 2 files in " in m and "pack-000001" in m for m in debug)
     assert capsys.readouterr() == ("", "")
 
 
