@@ -40,12 +40,23 @@ def test_default_buffer_bound_is_concurrency_times_part_up_to_12_parts():
         {"multipart_threshold": 6 * GiB},
         {"max_buffer_bytes": 0},
         {"max_threads": -1},
+        {"pack_threshold": -1},
+        {"pack_size": 0},
     ],
 )
 def test_out_of_range_values_name_the_setting(kwargs):
     (name,) = kwargs
     with pytest.raises(ValueError, match=name):
         TransferConfig(**kwargs)
+
+
+def test_packing_can_be_turned_off_and_a_pack_is_never_a_multipart_upload():
+    assert TransferConfig(pack_threshold=0).packed_below == 0
+    small = TransferConfig(multipart_threshold=1 * MiB, pack_size=8 * MiB)
+    assert small.pack_bytes == 1 * MiB
+    assert small.packed_below <= small.pack_bytes
+    with pytest.raises(TypeError, match="pack_threshold must be an int, not str"):
+        TransferConfig(pack_threshold="1")  # type: ignore[arg-type]
 
 
 def test_crc_of_parts_combines_to_crc_of_whole():

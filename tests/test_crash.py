@@ -19,7 +19,9 @@ CHILD = """
 import sys
 from aiocheckpoint import SyncCheckpoint, TransferConfig
 
-with SyncCheckpoint(sys.argv[1], transfer=TransferConfig(max_concurrency=1)) as cp:
+# one request at a time, small files in packs of 64 KiB: many packs, one after another
+transfer = TransferConfig(max_concurrency=1, pack_size=64 * 1024)
+with SyncCheckpoint(sys.argv[1], transfer=transfer) as cp:
     cp.save(sys.argv[2])
 print("committed", flush=True)
 """
@@ -85,6 +87,8 @@ def test_killed_save_keeps_previous_version_and_next_save_cleans_up(
         )
     leftovers = location.data_keys(dest) - data_v1
     assert leftovers, "the killed save left nothing behind, so this run proves nothing"
+    # a pack (or its temp file), in the save's folder
+    assert any("/.aiocheckpoint/" in key for key in leftovers), leftovers
 
     out = tmp_path / "restored"
     out.mkdir()

@@ -34,6 +34,57 @@ def test_round_trip_keeps_every_field():
     assert json.loads(encode(m))["format"] == 1
 
 
+def test_a_manifest_with_packs_is_format_2_and_round_trips():
+    pack = "data/0000000007-ab/.aiocheckpoint/pack-000001"
+    files = {
+        "a": FileEntry(pack, 3, "crc32:0000abcd", 0),
+        "b": FileEntry(pack, 5, "crc32:0000abce", 3),
+        "big": entry("data/0000000007-ab/big", 10),
+    }
+    m = Manifest(7, files, packs={pack: 8})
+    back = decode(encode(m), "here")
+    assert back == m
+    doc = json.loads(encode(m))
+    assert doc["format"] == 2
+    assert doc["packs"] == {pack: 8}
+    assert doc["files"]["b"] == {
+        "object": pack,
+        "offset": 3,
+        "size": 5,
+        "checksum": "crc32:0000abce",
+    }
+    assert "offset" not in doc["files"]["big"]
+
+
+@pytest.mark.parametrize(
+    ("place", "packs", "reason"),
+    [
+        ({"offset": 6}, {"P": 8}, "outside its pack"),
+        ({"offset": -1}, {"P": 8}, "not a whole number"),
+        ({"offset": 1.5}, {"P": 8}, "not a whole number"),
+        ({"offset": 0}, {}, "no pack the manifest lists"),
+        ({"offset": 0}, {"P": -3}, "pack"),
+        ({"offset": 0}, {"P": 2**40}, "pack"),
+    ],
+)
+def test_pack_entries_that_point_outside_their_pack_are_refused(place, packs, reason):
+    pack = "data/0000000001-ab/.aiocheckpoint/pack-000001"
+    doc = {
+        "format": 2,
+        "version": 1,
+        "packs": {pack if k == "P" else k: v for k, v in packs.items()},
+        "files": {"f": {"object": pack, "size": 3, "checksum": "crc32:00000000", **place}},
+    }
+    with pytest.raises(CorruptCheckpointError, match=reason):
+        decode(json.dumps(doc).encode(), "m")
+
+
+def test_a_newer_format_is_named_in_the_error():
+    doc = {"format": 3, "version": 1, "files": {}}
+    with pytest.raises(CorruptCheckpointError, match="format 3; .* reads formats 1 to 2"):
+        decode(json.dumps(doc).encode(), "m")
+
+
 def test_manifest_keys_sort_by_version_and_parse_back():
     keys = [manifest_key(v) for v in (10, 9, 100)]
     assert sorted(keys) == [manifest_key(9), manifest_key(10), manifest_key(100)]

@@ -1,0 +1,303 @@
+"""Packs: small files stored end to end in few objects, read back by ranges, kept full."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import anyio
+import pytest
+from _s3server import match
+from _trees import read_tree, restore_all, write_tree
+from conftest import Location
+
+from aiocheckpoint import (
+    AsyncCheckpoint,
+    CheckpointError,
+    CorruptCheckpointError,
+    TransferConfig,
+)
+
+pytestmark = pytest.mark.anyio
+
+KiB = 1024
+DATA_PUT = match("PUT", path_contains="/.aiocheckpoint/data/")
+DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
+
+
+def small_files(count: int, size: int, seed: int = 0) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {f"d{i % 7}/f{i:04d}.bin": rng.randbytes(size) for i in range(count)}
+
+
+def stored_bytes(location: Location, dest: str) -> int:
+    """What the data objects under ``dest`` hold, in all."""
+    return sum(len(location.read(dest, key)) for key in location.data_keys(dest))
+
+
+async def held_while_saving(hold, count: int, cp: AsyncCheckpoint, src: Path) -> int:
+    """Save ``src`` while the server holds the requests ``hold`` matches; once ``count``
+    are held at once, let them all go. How many were held at that moment."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cp.save, src)
+        try:
+            arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
+            assert arrived, f"only {hold.arrived} of {count} requests were in flight at once"
+            return hold.arrived
+        finally:
+            hold.release(forward=True)
+
+
+async def test_three_thousand_small_files_are_one_put_and_one_get(s3_control, s3, bucket, tmp_path):
+    files = small_files(3000, 1000)
+    dest = f"s3://{bucket}/cp"
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    assert len(s3_control.matching(DATA_PUT)) == 1
+    manifest = Location("s3", tmp_path, s3, bucket).manifest(dest)
+    assert manifest["format"] == 2
+    [(pack, size)] = manifest["packs"].items()
+    assert size == 3000 * 1000
+    assert {e["object"] for e in manifest["files"].values()} == {pack}
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == files
+    assert len(s3_control.matching(DATA_GET)) == 1
+
+
+async def test_pack_requests_pile_up_to_max_concurrency_and_never_beyond(
+    s3_control, bucket, tmp_path
+):
+    files = small_files(24, 1000)  # in 12 packs of two
+    transfer = TransferConfig(max_concurrency=4, pack_size=2000)
+    dest = f"s3://{bucket}/cp"
+    hold = s3_control.hold(DATA_PUT)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        assert await held_while_saving(hold, 4, cp, write_tree(tmp_path / "src", files)) == 4
+    assert s3_control.max_in_flight <= 4
+    assert len(s3_control.matching(DATA_PUT)) == 12
+
+    s3_control.reset()
+    hold = s3_control.hold(DATA_GET)
+    restored: list[dict[str, bytes]] = []
+
+    async def restore() -> None:
+        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(restore)
+        try:
+            assert await anyio.to_thread.run_sync(hold.wait_for, 4, 60)
+        finally:
+            hold.release(forward=True)
+    assert s3_control.max_in_flight <= 4
+    assert restored == [files]
+    assert len(s3_control.matching(DATA_GET)) == 12
+
+
+async def test_the_byte_budget_bounds_packs_in_flight(s3_control, bucket, tmp_path):
+    files = small_files(24, 50_000)  # packs of two files, 100,000 bytes each
+    transfer = TransferConfig(pack_size=100_000, max_buffer_bytes=200_000)
+    hold = s3_control.hold(DATA_PUT)
+    watch = s3_control.watch(DATA_PUT)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
+        with anyio.fail_after(60):
+            assert await held_while_saving(hold, 2, cp, write_tree(tmp_path / "src", files)) == 2
+    assert watch.max_in_flight <= 2
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out", transfer=transfer) == files
+
+
+async def test_a_cancelled_save_of_packs_gives_back_its_slots_and_bytes(
+    s3_control, bucket, tmp_path
+):
+    files = small_files(24, 50_000)
+    src = write_tree(tmp_path / "src", files)
+    transfer = TransferConfig(max_concurrency=4, pack_size=100_000, max_buffer_bytes=200_000)
+    async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
+        for _ in range(3):
+            s3_control.reset()
+            hold = s3_control.hold(DATA_PUT)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cp.save, src)
+                assert await anyio.to_thread.run_sync(hold.wait_for, 2, 60)
+                tg.cancel_scope.cancel()
+        s3_control.reset()  # the held PUTs never reach the store
+        with anyio.fail_after(60):
+            await cp.save(src)
+    assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
+
+
+async def test_a_file_cut_short_before_its_pack_is_read_fails_the_save(
+    s3_control, bucket, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    files = small_files(40, 1000)
+    src = write_tree(tmp_path / "src", files)
+    last = src / "d4/f0039.bin"  # in the last pack, read once a slot is free
+    transfer = TransferConfig(max_concurrency=2, pack_size=2000)
+    errors: list[CheckpointError] = []
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.write(b"version 1")
+        hold = s3_control.hold(DATA_PUT)
+
+        async def save() -> None:
+            try:
+                await cp.save(src)
+            except CheckpointError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            try:
+                assert await anyio.to_thread.run_sync(hold.wait_for, 2)
+                last.write_bytes(b"cut")
+            finally:
+                hold.release(forward=True)
+    assert len(errors) == 1
+    assert f"{last} changed while being saved (expected 1000 bytes, read 3)" in str(errors[0])
+    async with AsyncCheckpoint(f"s3://{bucket}/unused", dest) as reader:
+        assert await reader.read() == b"version 1"
+
+
+async def test_damaged_files_in_one_pack_are_each_named(location, tmp_path):
+    dest = location.new()
+    files = small_files(20, 100)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    entries = location.manifest(dest)["files"]
+    pack = ".aiocheckpoint/" + entries["d3/f0003.bin"]["object"]
+    data = bytearray(location.read(dest, pack))
+    for victim in ("d3/f0003.bin", "d5/f0012.bin"):
+        data[entries[victim]["offset"] + 50] ^= 0xFF
+    location.put(dest, pack, bytes(data))
+    (tmp_path / "out").mkdir()
+    async with AsyncCheckpoint(location.new(), dest) as cp:
+        with pytest.raises(CorruptCheckpointError) as info:
+            await cp.restore(tmp_path / "out")
+    assert "d3/f0003.bin: checksum mismatch" in str(info.value)
+    assert "d5/f0012.bin: checksum mismatch" in str(info.value)
+    assert len(info.value.errors) == 2
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_missing_pack_names_a_file_in_it(location, tmp_path):
+    dest = location.new()
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", small_files(5, 100)))
+    entry = location.manifest(dest)["files"]["d0/f0000.bin"]
+    location.delete(dest, ".aiocheckpoint/" + entry["object"])
+    (tmp_path / "out").mkdir()
+    async with AsyncCheckpoint(location.new(), dest) as cp:
+        with pytest.raises(
+            CorruptCheckpointError, match=r"d\d/f000\d\.bin: object .*pack-0+1 is missing"
+        ):
+            await cp.restore(tmp_path / "out")
+
+
+async def test_a_mostly_dead_pack_is_read_by_ranges_of_its_live_files(
+    s3_control, s3, bucket, tmp_path
+):
+    # A manifest naming two files at either end of a 2.5 MiB pack (as an older version
+    # could): two ranged GETs of their bytes, not the whole pack.
+    dest = f"s3://{bucket}/cp"
+    files = small_files(40, 64 * KiB)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    store = Location("s3", tmp_path, s3, bucket)
+    manifest = store.manifest(dest)
+    first, last = "d0/f0000.bin", "d4/f0039.bin"
+    manifest["files"] = {name: manifest["files"][name] for name in (first, last)}
+    manifest["version"] = 2
+    store.put(dest, ".aiocheckpoint/manifests/v0000000002.json", json.dumps(manifest).encode())
+    store.delete(dest, ".aiocheckpoint/latest.json")
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == {n: files[n] for n in (first, last)}
+    ranges = sorted(r.range for r in s3_control.matching(DATA_GET))
+    entries = manifest["files"]
+    assert ranges == sorted(
+        f"bytes={e['offset']}-{e['offset'] + e['size'] - 1}" for e in entries.values()
+    )
+
+
+async def test_a_hundred_saves_keep_storage_and_restore_requests_bounded(
+    s3_control, s3, bucket, tmp_path
+):
+    # 2,000 files of 2 KiB in packs of 256 KiB; each save changes 1% of them. Compaction
+    # keeps what is stored under twice what is live, and a restore under twice the GETs
+    # of a fresh save's.
+    transfer = TransferConfig(pack_size=256 * KiB)
+    files = small_files(2000, 2 * KiB)
+    src = write_tree(tmp_path / "src", files)
+    store = Location("s3", tmp_path, s3, bucket)
+    fresh = f"s3://{bucket}/fresh"
+    dest = f"s3://{bucket}/cp"
+    rng = random.Random(1)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(src)
+        for step in range(100):
+            for name in rng.sample(sorted(files), 20):
+                files[name] = rng.randbytes(2 * KiB)
+                (src / name).write_bytes(files[name])
+            await cp.save(src)
+            if step == 0:  # one file changed of 2,000: at most a pack's worth stored
+                manifest = store.manifest(dest)
+                new = [k for k in manifest["packs"] if k.startswith("data/0000000002-")]
+                assert sum(manifest["packs"][k] for k in new) <= 256 * KiB
+    async with AsyncCheckpoint(fresh, transfer=transfer) as cp:
+        await cp.save(src)
+    live = 2000 * 2 * KiB
+    assert stored_bytes(store, dest) <= 2 * live
+    gets = {}
+    for url in (fresh, dest):
+        s3_control.reset()
+        assert await restore_all(url, tmp_path / url.rsplit("/", 1)[1]) == files
+        gets[url] = len(s3_control.matching(DATA_GET))
+    assert gets[dest] <= 2 * gets[fresh], gets
+
+
+async def test_a_checkpoint_of_one_object_per_file_restores_and_is_packed_by_the_next_save(
+    location, tmp_path
+):
+    dest = location.new()
+    files = small_files(30, 500)
+    src = write_tree(tmp_path / "src", files)
+    async with AsyncCheckpoint(dest, transfer=TransferConfig(pack_threshold=0)) as cp:
+        await cp.save(src)
+    manifest = location.manifest(dest)
+    assert manifest["format"] == 1  # what earlier versions wrote, and read
+    assert "packs" not in manifest
+    assert await restore_all(dest, tmp_path / "out1") == files
+    files["d0/f0000.bin"] = b"changed"
+    (src / "d0/f0000.bin").write_bytes(b"changed")
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(src)
+    manifest = location.manifest(dest)
+    assert manifest["format"] == 2
+    assert all("offset" in e for e in manifest["files"].values())
+    assert len(location.data_keys(dest)) == 1  # the old objects collected
+    assert await restore_all(dest, tmp_path / "out2") == files
+
+
+async def test_files_above_the_threshold_stay_objects_of_their_own(location, tmp_path):
+    dest = location.new()
+    files = {"big.bin": os.urandom(300 * KiB), "a.txt": b"a", "b.txt": b"b"}
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    entries = location.manifest(dest)["files"]
+    assert entries["big.bin"]["object"].endswith("/big.bin")
+    assert "offset" not in entries["big.bin"]
+    assert entries["a.txt"]["object"] == entries["b.txt"]["object"]
+    assert (entries["a.txt"]["offset"], entries["b.txt"]["offset"]) == (0, 1)
+    assert await restore_all(dest, tmp_path / "out") == files
+
+
+async def test_local_restore_of_many_small_files_verifies_each(tmp_path):
+    dest = tmp_path / "dest"
+    files = small_files(1500, 100)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    [pack] = [p for p in (dest / ".aiocheckpoint" / "data").rglob("pack-*")]
+    assert pack.stat().st_size == 1500 * 100
+    assert await restore_all(str(dest), tmp_path / "out") == files
+    assert read_tree(tmp_path / "src") == files
