@@ -66,6 +66,12 @@ TARGETS = {
     "changed": (2, "one of the shards changed: bytes sent / one shard"),
     "head": (0.01, "many-small restore: HEAD requests / files"),
     "local": (2, "local save or restore / cp -r + fsync"),
+    "packs-small": (1 / 3, "many-small: Sync / obstore, medians"),
+    "packs-nested": (1 / 1.5, "nested: Sync / obstore, medians"),
+    "tiny-seconds": (3, "10,000 x 1 KiB at 20 ms: Sync save or restore, median seconds"),
+    "tiny-puts": (20, "10,000 x 1 KiB at 20 ms: PUT requests of a Sync save"),
+    "local-tiny": (1, "100,000 x 100 B on local disk: save / cp -r + fsync"),
+    "changed-small": (1, "one small file of nested changed: bytes sent again / pack_size"),
 }
 
 HERE = Path(__file__).resolve().parent
@@ -99,6 +105,14 @@ def layout(name: str, quick: bool) -> tuple[list[tuple[str, int]], str]:
     if name == "shards":
         count, size = (8, 256 * KiB) if quick else (64, 8 * MiB)
         return [(f"shard-{i:03d}.bin", size) for i in range(count)], f"{count} x {size} bytes"
+    if name == "tiny":
+        count = 200 if quick else 10_000
+        files = [(f"d{i % 10}/t{i:05d}.bin", KiB) for i in range(count)]
+        return files, f"{count} x 1 KiB in 10 folders (S3 at 20 ms, Sync and base only)"
+    if name == "tiny-local":
+        count = 1000 if quick else 100_000
+        files = [(f"d{i % 100}/t{i:06d}.bin", 100) for i in range(count)]
+        return files, f"{count} x 100 B in 100 folders (local disk only)"
     if name.startswith("many-small"):
         count, size = (50, 16 * KiB) if quick else (500, 64 * KiB)
         count *= 10 if name.endswith("x10") else 1
@@ -113,6 +127,16 @@ def layout(name: str, quick: bool) -> tuple[list[tuple[str, int]], str]:
     sizes = [int(KiB * (high / KiB) ** (rng.random() ** 3)) for _ in range(count)]
     files = [(f"d{i % 5}/sub{i % folders:02d}/f{i:04d}.bin", s) for i, s in enumerate(sizes)]
     return files, f"{count} files in {folders} folders, 1 KiB x {high // KiB}^(u^3), seed 3"
+
+
+def linked(source: Path, target: Path, folders: dict[str, Path]) -> None:
+    """``target``: hard links to the files of ``source``, but its smallest one rewritten."""
+    files = sorted((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    for path in files[1:]:
+        (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target / path.relative_to(source))
+    write_random(target / files[0].relative_to(source), files[0].stat().st_size)
+    folders[target.name] = target
 
 
 def write_random(path: Path, size: int) -> None:
@@ -294,10 +318,11 @@ class Bench:
         """Two saves into one dest by one checkpoint: many-small unchanged, and the shards
         with one shard changed (in the first round only: the bytes sent are exact)."""
         cases = [("re-save", "many-small", "many-small"), ("changed shard", "shards", "changed")]
+        cases += [("changed small", "nested", "nested-changed")]
         for number in range(self.args.repeat):
             for tool in ours:
                 for case, first, then in cases:
-                    if first not in self.folders or (number and case == "changed shard"):
+                    if first not in self.folders or (number and case.startswith("changed")):
                         continue
                     prefix = f"{latency:g}ms/incremental/{tool.key}/{first}/{number}"
                     try:
@@ -326,6 +351,26 @@ class Bench:
                 continue
             self.results.scaling[tool.key] = latency, workload, op(line, stats), down
             self.say(f"{latency:g} ms  {workload.name} {tool.name}: verified")
+        shutil.rmtree(folder)
+
+    def tiny(self, latency: float, ours: list[Tool]) -> None:
+        """10,000 files of 1 KiB at ``latency``: ``--repeat`` rounds of Sync, one of base."""
+        workload, folder = make_workload(self.work / "data", "tiny", self.args.quick)
+        self.results.tiny_workload = workload
+        self.server.set_latency(latency)
+        for number in range(self.args.repeat):
+            for tool in ours if number == 0 else [t for t in ours if t.key == SYNC]:
+                try:
+                    line, stats, down = self.round_trip(tool, f"tiny/{tool.key}/{number}", folder)
+                except Failed as exc:
+                    self.fail(str(exc))
+                    continue
+                up = op(line, stats)
+                self.results.tiny.setdefault(tool.key, []).append((latency, up, down))
+                self.say(
+                    f"{latency:g} ms  {workload.name} {tool.name}: {up.seconds:.2f} s up "
+                    f"({up.stats['requests'].get('PUT', 0)} PUT), {down.seconds:.2f} s down"
+                )
         shutil.rmtree(folder)
 
     def local(self, workload: Workload) -> None:
@@ -464,6 +509,8 @@ def main() -> int:
         for name in args.workloads:
             workload, bench.folders[name] = make_workload(work / "data", name, args.quick)
             results.workloads.append(workload)
+        if "nested" in bench.folders:  # nested with its smallest file rewritten
+            linked(bench.folders["nested"], work / "data" / "nested-changed", bench.folders)
         if "shards" in bench.folders:  # the shards, the first rewritten, the rest hard links
             shards = sorted(bench.folders["shards"].iterdir())
             changed = bench.folders["changed"] = work / "data" / "changed"
@@ -479,9 +526,16 @@ def main() -> int:
             bench.incremental(latency, ours)
         if ours and "many-small" in bench.folders:
             bench.scaling(args.latencies[-1], ours)
+        if ours and "many-small" in bench.folders:
+            bench.tiny(20 if 20 in args.latencies else args.latencies[0], ours)
         if any(t.key == SYNC for t in results.tools):
             for workload in results.workloads:
                 bench.local(workload)
+            tiny, bench.folders["tiny-local"] = make_workload(
+                work / "data", "tiny-local", args.quick
+            )
+            results.local_workloads.append(tiny)
+            bench.local(tiny)
             results.tiny_write = tiny_writes(bench.fresh("tiny"))
         results.elapsed = time.monotonic() - bench.started
     args.out.write_text(report.render(results, TARGETS))

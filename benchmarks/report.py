@@ -15,6 +15,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 SYNC, ASYNC, BASE, LIMIT, FLYTEKIT = "sync", "async", "base", "limit", "flytekit"
+OBSTORE = "obstore"
 OPS = ("upload", "download")
 
 
@@ -71,6 +72,10 @@ class Results:
     incremental: dict[tuple[str, str, float], list[tuple[Op, Op]]] = field(default_factory=dict)
     scaling: dict[str, tuple[float, Workload, Op, Op]] = field(default_factory=dict)
     local: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    local_workloads: list[Workload] = field(default_factory=list)  # measured locally only
+    # tool -> [(latency, upload, download)] of 10,000 x 1 KiB
+    tiny: dict[str, list[tuple[float, Op, Op]]] = field(default_factory=dict)
+    tiny_workload: Workload | None = None
     tiny_write: tuple[float, float] | None = None  # median seconds: sync, async
     failures: list[str] = field(default_factory=list)
     verified: int = 0
@@ -133,6 +138,9 @@ def checks(results: Results, targets: dict[str, tuple[float, str]]) -> list[Chec
         vs("async", where, ours, ASYNC, s.get(ASYNC, []))
         if workload in ("many-small", "big"):
             vs("flytekit", where, ours, FLYTEKIT, s.get(FLYTEKIT, []))
+        if workload in ("many-small", "nested"):
+            target = "packs-small" if workload == "many-small" else "packs-nested"
+            vs(target, where, ours, OBSTORE, s.get(OBSTORE, []))
         server = results.seconds(0, workload, LIMIT, op)
         if ours and server and workload == "many-small" and latency == 100:
             rounds = math.ceil(sizes[workload].files / results.max_concurrency)
@@ -162,13 +170,26 @@ def checks(results: Results, targets: dict[str, tuple[float, str]]) -> list[Chec
         if key == SYNC and case == "re-save":
             numbers = f"{again:.2f} s / {first:.2f} s"
             out.append(Check("resave", f"{latency:g} ms", again / first, numbers))
+        elif key == SYNC and case == "changed small":
+            pack = 8 * MiB  # aiocheckpoint's default pack_size
+            out.append(Check("changed-small", f"{latency:g} ms", sent / pack, f"{sent} bytes"))
         elif key == SYNC and "shards" in sizes:
             shard = sizes["shards"].size / sizes["shards"].files
             out.append(Check("changed", f"{latency:g} ms", sent / shard, f"{sent / MiB:.2f} MiB"))
     for name, times in results.local.items():
-        for i, op in ((1, "save"), (2, "restore")) if name in sizes else ():
+        for i, op in ((1, "save"), (2, "restore")) if name != "one-file" else ():
             ours, cp = med(t[i] for t in times), med(t[0] for t in times)
-            out.append(Check("local", f"{name} {op}", ours / cp, f"{ours:.3f} s / {cp:.3f} s"))
+            target = "local-tiny" if name == "tiny-local" and op == "save" else "local"
+            out.append(Check(target, f"{name} {op}", ours / cp, f"{ours:.3f} s / {cp:.3f} s"))
+    for latency, up, _ in results.tiny.get(SYNC, []):
+        where = f"tiny {latency:g} ms"
+        puts = up.stats["requests"].get("PUT", 0)
+        out.append(Check("tiny-puts", where, puts, f"{puts} PUT"))
+    if runs := results.tiny.get(SYNC):
+        for i, op in ((1, "upload"), (2, "download")):
+            secs = [run[i].seconds for run in runs]  # type: ignore[union-attr]
+            where = f"tiny {op} {runs[0][0]:g} ms"
+            out.append(Check("tiny-seconds", where, med(secs), "{} s ({})".format(*timing(secs))))
     return out
 
 
@@ -189,7 +210,8 @@ def render(results: Results, targets: dict[str, tuple[float, str]]) -> str:
         for t in results.tools
     ]
     out += table(["tool", "runner", "--concurrency", "runs in"], rows) + [""]
-    rows = [[w.name, w.files, f"{w.size / MiB:.0f}", w.about] for w in results.workloads]
+    extra = [*results.local_workloads, *filter(None, [results.tiny_workload])]
+    rows = [[w.name, w.files, f"{w.size / MiB:.0f}", w.about] for w in results.workloads + extra]
     out += table(["workload", "files", "MiB", "made of"], rows)
 
     out += ["", "## Verification", "", f"{results.verified} downloads verified byte for byte."]
@@ -254,6 +276,15 @@ def render(results: Results, targets: dict[str, tuple[float, str]]) -> str:
         ]
         head = ["tool", "workload", "files", "latency", "up s", "down s", "RSS MiB up / down"]
         out += ["", "## Ten times the small files", "", *table(head + ["HEAD"], rows)]
+    if results.tiny:
+        rows = [
+            [key, f"{latency:g} ms", f"{up.seconds:.2f}", f"{down.seconds:.2f}"]
+            + [up.stats["requests"].get("PUT", 0), down.stats["requests"].get("GET", 0)]
+            for key, runs in results.tiny.items()
+            for latency, up, down in runs
+        ]
+        head = ["tool", "latency", "save s", "restore s", "PUT (save)", "GET (restore)"]
+        out += ["", "## 10,000 files of 1 KiB, each run", "", *table(head, rows)]
     if results.local:
         rows = []
         for name, times in results.local.items():

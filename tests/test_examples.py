@@ -159,3 +159,9 @@ def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
     assert re.search(r"^\| sync \| re-save \| 20 ms \| [\d.]+ \| [\d.]+ \| 0\.00 \|$", text, re.M)
     assert re.search(r"^\| nested \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text, re.M)  # local
     assert re.search(r"^\| \d+\.\d\d \| \d+\.\d\d \|$", text, re.M)  # tiny write()
+    # many tiny files: packed, a few PUTs and GETs; the same on local disk; one changed
+    assert re.search(r"^\| sync \| 20 ms \| [\d.]+ \| [\d.]+ \| [1-5] \| [1-5] \|$", text, re.M)
+    assert re.search(r"^\| tiny-local \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", text, re.M)
+    assert re.search(
+        r"^\| sync \| changed small \| 20 ms \| [\d.]+ \| [\d.]+ \| 0\.\d\d \|$", text, re.M
+    )

@@ -173,9 +173,11 @@ class Downloader:
         return MissingObjectError(f"{item.name}: object {url} is missing")
 
     def _verify(self, item: Download, size: int, crc: int) -> None:
-        url = self._storage.describe(item.key)
-        if item.offset is not None:
-            url += f" at offset {item.offset}"
+        if size == item.size and (item.crc is None or crc == item.crc):
+            if log.isEnabledFor(logging.DEBUG):  # a URL per file costs, for many files
+                log.debug("fetched %s (%d bytes) from %s", item.name, size, self._where(item))
+            return
+        url = self._where(item)
         if size > item.size:
             raise CorruptCheckpointError(
                 f"{item.name}: expected {item.size} bytes, {url} holds more"
@@ -184,12 +186,14 @@ class Downloader:
             raise CorruptCheckpointError(
                 f"{item.name}: expected {item.size} bytes, got {size} from {url}"
             )
-        if item.crc is not None and crc != item.crc:
-            raise CorruptCheckpointError(
-                f"{item.name}: checksum mismatch (expected crc32 {item.crc:08x}, got {crc:08x})"
-                f" in {url}"
-            )
-        log.debug("fetched %s (%d bytes) from %s", item.name, size, url)
+        raise CorruptCheckpointError(
+            f"{item.name}: checksum mismatch (expected crc32 {item.crc:08x}, got {crc:08x})"
+            f" in {url}"
+        )
+
+    def _where(self, item: Download) -> str:
+        url = self._storage.describe(item.key)
+        return url if item.offset is None else f"{url} at offset {item.offset}"
 
     async def _thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
