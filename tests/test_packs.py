@@ -301,3 +301,17 @@ async def test_local_restore_of_many_small_files_verifies_each(tmp_path):
     assert pack.stat().st_size == 1500 * 100
     assert await restore_all(str(dest), tmp_path / "out") == files
     assert read_tree(tmp_path / "src") == files
+
+
+async def test_a_restore_into_a_folder_with_files_keeps_them_and_replaces_the_saved_ones(
+    location, tmp_path
+):
+    # Folders the target lacks move in whole; into those it has, file by file.
+    dest = location.new()
+    files = {"new/a.bin": b"a", "new/deep/b.bin": b"b", "old/c.bin": b"c", "top.bin": b"t"}
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    out = write_tree(tmp_path / "out", {"old/c.bin": b"stale", "old/mine.txt": b"mine"})
+    async with AsyncCheckpoint(location.new(), dest) as cp:
+        await cp.restore(out)
+    assert read_tree(out) == {**files, "old/mine.txt": b"mine"}

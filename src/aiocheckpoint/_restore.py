@@ -150,18 +150,50 @@ _FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
 def _move_into(staging: Path, target: Path, names: list[str]) -> None:
-    """Move each file of ``staging`` to the same path under ``target``. A file's own name
-    is replaced by rename(2), a symlink there included (not what it points to)."""
+    """Move each file of ``staging`` to the same path under ``target``. A folder that is
+    not in ``target`` yet moves whole, with one rename (a restore into an empty folder
+    makes a rename per top folder, not per file). A file's own name is replaced by
+    rename(2), a symlink there included (not what it points to)."""
     folders = _Folders(target)
+    moved: set[str] = set()  # folders moved whole
+    present: set[str] = set()  # folders already in the target
     try:
         for name in sorted(names, key=lambda n: n.split("/")):  # a folder's files together
             *parents, base = name.split("/")
             try:
+                if _moved_whole(staging, folders, parents, moved, present):
+                    continue
                 os.replace(staging / name, base, dst_dir_fd=folders.open(parents))
             except OSError as exc:  # e.g. a folder of the same name is in the way
                 raise CheckpointError(f"cannot restore {name} to {target / name}: {exc}") from exc
     finally:
         folders.close()
+
+
+def _moved_whole(
+    staging: Path, folders: _Folders, parents: list[str], moved: set[str], present: set[str]
+) -> bool:
+    """Whether a folder on the way to a file (``parents``) has been, or now is, moved
+    whole from ``staging``: the first one missing from the target, if any."""
+    for depth in range(1, len(parents) + 1):
+        folder = "/".join(parents[:depth])
+        if folder in moved:
+            return True
+        if folder in present:
+            continue
+        parent = folders.open(parents[: depth - 1])
+        try:
+            os.lstat(parents[depth - 1], dir_fd=parent)
+        except FileNotFoundError:
+            try:
+                os.rename(staging / folder, parents[depth - 1], dst_dir_fd=parent)
+            except OSError:  # made meanwhile: move its files one by one
+                present.add(folder)
+                continue
+            moved.add(folder)
+            return True
+        present.add(folder)  # (a symlink or a file there: left to _Folders.open)
+    return False
 
 
 class _Folders:
