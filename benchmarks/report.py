@@ -293,6 +293,7 @@ def render(results: Results, targets: dict[str, tuple[float, str]]) -> str:
             rows[-1] += [f"{save / cp:.2f}", f"{restore / cp:.2f}"]
         head = ["workload", "cp -r + fsync s", "save s", "restore s", "save / cp", "restore / cp"]
         out += ["", "## Local storage (medians)", "", *table(head, rows)]
+        out += ["", "tiny-local's cp column is `cp -r` then one `sync`, not an fsync per file."]
     if results.tiny_write is not None:
         ms = [f"{x * 1000:.2f}" for x in results.tiny_write]
         head = ["SyncCheckpoint ms", "AsyncCheckpoint ms"]

@@ -18,7 +18,7 @@ MAX_PARTS = 10_000
 #: stream more in flight makes every read smaller, and costs client CPU per byte.
 _PARTS_IN_FLIGHT = 12
 
-#: Packs: see benchmarks/RESULTS.md ("Packs") for the runs that chose these.
+#: Packs: benchmarks/PACKS.md has the runs that chose these.
 PACK_THRESHOLD = 256 * 1024
 PACK_SIZE = 8 * MiB
 
