@@ -76,9 +76,7 @@ async def test_only_changed_files_are_stored_even_when_sizes_and_times_match(
     assert location.data_keys(dest) == location.referenced(dest)
 
 
-async def test_unchanged_s3_files_send_no_data_requests(
-    s3_control, s3, bucket, tmp_path, tree
-):
+async def test_unchanged_s3_files_send_no_data_requests(s3_control, s3, bucket, tmp_path, tree):
     dest = f"s3://{bucket}/cp"
     src = write_tree(tmp_path / "src", tree)
     async with AsyncCheckpoint(dest, transfer=PARTS) as cp:
