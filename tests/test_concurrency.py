@@ -8,12 +8,12 @@ import io
 import os
 import random
 import tracemalloc
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
-from _s3server import Hold, Request, match
+from _holds import held_at_once, held_while
+from _s3server import Request, match
 from _trees import read_tree, restore_all, write_tree
 
 from aiocheckpoint import AsyncCheckpoint, CheckpointError, StorageError, TransferConfig
@@ -27,29 +27,6 @@ DATA_GET = match("GET", path_contains="/.aiocheckpoint/data/")
 MULTIPART = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
 #: The tests of small files here are of one object per file; test_packs.py has packs'.
 OBJECTS = {"pack_threshold": 0}
-
-
-async def held_while(
-    hold: Hold, count: int, func: Callable[..., Awaitable[object]], *args: object
-) -> int:
-    """Run ``func(*args)`` while the server holds the requests ``hold`` matches: once
-    ``count`` are held (see :func:`held_at_once`), let them go and ``func`` finish; how
-    many were held."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(func, *args)
-        try:
-            return await held_at_once(hold, count)
-        finally:
-            hold.release(forward=True)
-
-
-async def held_at_once(hold: Hold, count: int) -> int:
-    """Wait until the server holds ``count`` requests (that proves ``count`` overlap; it
-    fails after 60 s), then how many it holds: one beyond ``count`` is a finding. The
-    tests' watches check the upper bound over the whole run."""
-    arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
-    assert arrived, f"only {hold.arrived} of {count} requests were ever in flight at once"
-    return hold.arrived
 
 
 @pytest.fixture
@@ -191,15 +168,23 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
 
 
+@pytest.mark.parametrize(
+    ("transfer", "held"),
+    [
+        (TransferConfig(**OBJECTS), 32),  # the last file is read after 64 PUTs are answered
+        (TransferConfig(max_concurrency=2, pack_size=4000), 2),  # packs of 3, 2 at a time
+    ],
+    ids=["objects", "packs"],
+)
 async def test_a_small_file_cut_short_during_a_save_fails_it_and_keeps_the_last_version(
-    s3_control, bucket, tmp_path
+    s3_control, bucket, tmp_path, transfer, held
 ):
     dest = f"s3://{bucket}/cp"
     files = small_files(200)
     src = write_tree(tmp_path / "src", files)
-    last = src / "d4/f199.bin"  # read after the first 64 files' PUTs are answered
+    last = src / "d4/f199.bin"
     errors: list[CheckpointError] = []
-    async with AsyncCheckpoint(dest, transfer=TransferConfig(**OBJECTS)) as cp:
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         await cp.write(b"version 1")
         hold = s3_control.hold(DATA_PUT)
 
@@ -212,13 +197,12 @@ async def test_a_small_file_cut_short_during_a_save_fails_it_and_keeps_the_last_
         async with anyio.create_task_group() as tg:
             tg.start_soon(save)
             try:
-                assert await anyio.to_thread.run_sync(hold.wait_for, 32)
+                assert await anyio.to_thread.run_sync(hold.wait_for, held)
                 last.write_bytes(b"cut")
             finally:
                 hold.release(forward=True)
     assert len(errors) == 1
-    assert str(last) in str(errors[0])
-    assert "changed while being saved (expected 1199 bytes, read 3)" in str(errors[0])
+    assert f"{last} changed while being saved (expected 1199 bytes, read 3)" in str(errors[0])
     async with AsyncCheckpoint(f"s3://{bucket}/unused", dest) as reader:
         assert await reader.read() == b"version 1"
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import random
-from pathlib import Path
 
 import anyio
 import pytest
+from _holds import held_while
 from _s3server import match
 from _trees import read_tree, restore_all, write_tree
 from conftest import Location
 
 from aiocheckpoint import (
     AsyncCheckpoint,
-    CheckpointError,
     CorruptCheckpointError,
     TransferConfig,
 )
@@ -35,19 +34,6 @@ def small_files(count: int, size: int, seed: int = 0) -> dict[str, bytes]:
 def stored_bytes(location: Location, dest: str) -> int:
     """What the data objects under ``dest`` hold, in all."""
     return sum(len(location.read(dest, key)) for key in location.data_keys(dest))
-
-
-async def held_while_saving(hold, count: int, cp: AsyncCheckpoint, src: Path) -> int:
-    """Save ``src`` while the server holds the requests ``hold`` matches; once ``count``
-    are held at once, let them all go. How many were held at that moment."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(cp.save, src)
-        try:
-            arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
-            assert arrived, f"only {hold.arrived} of {count} requests were in flight at once"
-            return hold.arrived
-        finally:
-            hold.release(forward=True)
 
 
 async def test_three_thousand_small_files_are_one_put_and_one_get(s3_control, s3, bucket, tmp_path):
@@ -74,7 +60,7 @@ async def test_pack_requests_pile_up_to_max_concurrency_and_never_beyond(
     dest = f"s3://{bucket}/cp"
     hold = s3_control.hold(DATA_PUT)
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
-        assert await held_while_saving(hold, 4, cp, write_tree(tmp_path / "src", files)) == 4
+        assert await held_while(hold, 4, cp.save, write_tree(tmp_path / "src", files)) == 4
     assert s3_control.max_in_flight <= 4
     assert len(s3_control.matching(DATA_PUT)) == 12
 
@@ -85,12 +71,7 @@ async def test_pack_requests_pile_up_to_max_concurrency_and_never_beyond(
     async def restore() -> None:
         restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(restore)
-        try:
-            assert await anyio.to_thread.run_sync(hold.wait_for, 4, 60)
-        finally:
-            hold.release(forward=True)
+    assert await held_while(hold, 4, restore) == 4
     assert s3_control.max_in_flight <= 4
     assert restored == [files]
     assert len(s3_control.matching(DATA_GET)) == 12
@@ -103,7 +84,7 @@ async def test_the_byte_budget_bounds_packs_in_flight(s3_control, bucket, tmp_pa
     watch = s3_control.watch(DATA_PUT)
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
         with anyio.fail_after(60):
-            assert await held_while_saving(hold, 2, cp, write_tree(tmp_path / "src", files)) == 2
+            assert await held_while(hold, 2, cp.save, write_tree(tmp_path / "src", files)) == 2
     assert watch.max_in_flight <= 2
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out", transfer=transfer) == files
 
@@ -126,38 +107,6 @@ async def test_a_cancelled_save_of_packs_gives_back_its_slots_and_bytes(
         with anyio.fail_after(60):
             await cp.save(src)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
-
-
-async def test_a_file_cut_short_before_its_pack_is_read_fails_the_save(
-    s3_control, bucket, tmp_path
-):
-    dest = f"s3://{bucket}/cp"
-    files = small_files(40, 1000)
-    src = write_tree(tmp_path / "src", files)
-    last = src / "d4/f0039.bin"  # in the last pack, read once a slot is free
-    transfer = TransferConfig(max_concurrency=2, pack_size=2000)
-    errors: list[CheckpointError] = []
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
-        await cp.write(b"version 1")
-        hold = s3_control.hold(DATA_PUT)
-
-        async def save() -> None:
-            try:
-                await cp.save(src)
-            except CheckpointError as exc:
-                errors.append(exc)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(save)
-            try:
-                assert await anyio.to_thread.run_sync(hold.wait_for, 2)
-                last.write_bytes(b"cut")
-            finally:
-                hold.release(forward=True)
-    assert len(errors) == 1
-    assert f"{last} changed while being saved (expected 1000 bytes, read 3)" in str(errors[0])
-    async with AsyncCheckpoint(f"s3://{bucket}/unused", dest) as reader:
-        assert await reader.read() == b"version 1"
 
 
 async def test_damaged_files_in_one_pack_are_each_named(location, tmp_path):

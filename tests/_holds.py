@@ -1,0 +1,31 @@
+"""Requests the test server holds: wait until enough pile up, then let them go."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+from _s3server import Hold
+
+
+async def held_while(
+    hold: Hold, count: int, func: Callable[..., Awaitable[object]], *args: object
+) -> int:
+    """Run ``func(*args)`` while the server holds the requests ``hold`` matches: once
+    ``count`` are held (see :func:`held_at_once`), let them go and ``func`` finish; how
+    many were held."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(func, *args)
+        try:
+            return await held_at_once(hold, count)
+        finally:
+            hold.release(forward=True)
+
+
+async def held_at_once(hold: Hold, count: int) -> int:
+    """Wait until the server holds ``count`` requests (that proves ``count`` overlap; it
+    fails after 60 s), then how many it holds: one beyond ``count`` is a finding. The
+    tests' watches check the upper bound over the whole run."""
+    arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
+    assert arrived, f"only {hold.arrived} of {count} requests were ever in flight at once"
+    return hold.arrived
