@@ -65,6 +65,7 @@ def test_a_manifest_with_packs_is_format_2_and_round_trips():
         ({"offset": 0}, {}, "no pack the manifest lists"),
         ({"offset": 0}, {"P": -3}, "pack"),
         ({"offset": 0}, {"P": 2**40}, "pack"),
+        ({"offset": 0}, {"P": "8"}, "pack"),
     ],
 )
 def test_pack_entries_that_point_outside_their_pack_are_refused(place, packs, reason):
@@ -79,9 +80,10 @@ def test_pack_entries_that_point_outside_their_pack_are_refused(place, packs, re
         decode(json.dumps(doc).encode(), "m")
 
 
-def test_a_newer_format_is_named_in_the_error():
-    doc = {"format": 3, "version": 1, "files": {}}
-    with pytest.raises(CorruptCheckpointError, match="format 3; .* reads formats 1 to 2"):
+@pytest.mark.parametrize("fmt", [3, True, 2.0, "2"])
+def test_an_unknown_format_is_named_in_the_error(fmt):
+    doc = {"format": fmt, "version": 1, "files": {}}
+    with pytest.raises(CorruptCheckpointError, match="format .*; .* reads formats 1 to 2"):
         decode(json.dumps(doc).encode(), "m")
 
 

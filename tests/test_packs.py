@@ -264,3 +264,61 @@ async def test_a_restore_into_a_folder_with_files_keeps_them_and_replaces_the_sa
     async with AsyncCheckpoint(location.new(), dest) as cp:
         await cp.restore(out)
     assert read_tree(out) == {**files, "old/mine.txt": b"mine"}
+
+
+async def test_files_only_earlier_saves_have_do_not_keep_dead_packs_alive(location, tmp_path):
+    # Each save rewrites state.bin and adds a log, and the previous log leaves the
+    # folder; the checkpoint keeps every log (saves merge). Each pack then holds one live
+    # log beside a dead state.bin: compaction copies such files out of their packs.
+    dest = location.new()
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = random.Random(5)
+    files: dict[str, bytes] = {}
+    async with AsyncCheckpoint(dest) as cp:
+        for step in range(30):
+            (src / f"log_{step - 1:02d}.txt").unlink(missing_ok=True)
+            files["state.bin"] = rng.randbytes(100 * KiB)
+            files[f"log_{step:02d}.txt"] = b"step %d" % step
+            write_tree(src, {k: files[k] for k in ("state.bin", f"log_{step:02d}.txt")})
+            await cp.save(src)
+    live = sum(len(data) for data in files.values())
+    assert stored_bytes(location, dest) <= 2 * live
+    assert len(location.data_keys(dest)) <= 2
+    assert await restore_all(dest, tmp_path / "out") == files
+
+
+async def test_empty_files_at_the_end_of_a_pack_need_no_request(s3_control, s3, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    files = {"a.bin": b"a" * 100, "z-empty": b""}
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    store = Location("s3", tmp_path, s3, bucket)
+    manifest = store.manifest(dest)
+    assert manifest["files"]["z-empty"]["offset"] == 100  # the end of the pack
+    manifest["files"] = {"z-empty": manifest["files"]["z-empty"]}  # as a later version could
+    manifest["version"] = 2
+    store.put(dest, ".aiocheckpoint/manifests/v0000000002.json", json.dumps(manifest).encode())
+    store.delete(dest, ".aiocheckpoint/latest.json")
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == {"z-empty": b""}
+    assert s3_control.matching(DATA_GET) == []
+
+
+async def test_files_over_a_mebibyte_in_a_pack_are_streamed_into_place(location, tmp_path):
+    # A writer with a high pack_threshold: big files in a pack come back a piece at a
+    # time, from their offset, not whole in memory.
+    dest = location.new()
+    files = {f"f{i}.bin": random.Random(i).randbytes(1536 * KiB) for i in range(3)}
+    files["small.txt"] = b"small"
+    transfer = TransferConfig(pack_threshold=2 * 1024 * KiB, pack_size=8 * 1024 * KiB)
+    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
+        await cp.save(write_tree(tmp_path / "src", files))
+    entries = location.manifest(dest)["files"]
+    assert len({e["object"] for e in entries.values()}) == 1
+    assert sorted(e["offset"] for e in entries.values())[1:] == [
+        1536 * KiB,
+        2 * 1536 * KiB,
+        3 * 1536 * KiB,
+    ]
+    assert await restore_all(dest, tmp_path / "out") == files

@@ -35,7 +35,8 @@ class TransferConfig:
         needs more than 10,000 parts. At least 5 MiB (S3's minimum part size).
     :param max_buffer_bytes: bound on file bytes in transit at once: what uploads have
         read and not yet sent, and what downloads have asked for and not yet written (a
-        download holds at most 4 MiB of it in memory at a time, or all of it if less).
+        download holds at most 4 MiB of it in memory at a time, or all of it if less; the
+        range of a pack, at most this bound or a part, is held whole).
         Default: ``min(max_concurrency, 12) * max(part_size, multipart_threshold)`` (96
         MiB with the other defaults): many small requests may be in flight, but at most
         12 parts' or ranges' worth of bytes.

@@ -185,7 +185,7 @@ def decode(data: bytes | bytearray, where: str) -> Manifest:
     try:
         doc = json.loads(data)
         fmt = doc["format"]
-        if fmt not in (1, FORMAT):
+        if type(fmt) is not int or fmt not in (1, FORMAT):
             raise CorruptCheckpointError(
                 f"manifest {where} has format {fmt!r}; this version of aiocheckpoint reads"
                 f" formats 1 to {FORMAT}"
@@ -275,6 +275,8 @@ def _check_place(entry: FileEntry, packs: Mapping[str, int]) -> str | None:
     size = packs.get(entry.object)
     if size is None:
         return f"object {entry.object!r} has an offset but is no pack the manifest lists"
+    if type(size) is not int:
+        return "its pack's size is not a whole number"
     if entry.offset + entry.size > size:
         return f"bytes {entry.offset} to {entry.offset + entry.size} lie outside its pack"
     return None

@@ -163,6 +163,8 @@ def _move_into(staging: Path, target: Path, names: list[str]) -> None:
             try:
                 if _moved_whole(staging, folders, parents, moved, present):
                     continue
+                if moved and not os.path.lexists(staging / name):
+                    continue  # moved with a folder whose name differs only in case
                 os.replace(staging / name, base, dst_dir_fd=folders.open(parents))
             except OSError as exc:  # e.g. a folder of the same name is in the way
                 raise CheckpointError(f"cannot restore {name} to {target / name}: {exc}") from exc

@@ -7,6 +7,8 @@ newest version this object knows is still the newest.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from anyio.abc import TaskGroup
 from . import _manifest as mf
 from ._checksum import to_text
 from ._compact import refill
-from ._engine import Engine, Stored, Upload
+from ._engine import Download, Engine, Stored, Upload
+from ._errors import CorruptCheckpointError
 from ._scan import changed
 from .storage import Storage
 
@@ -82,18 +85,46 @@ def new_folder(version: int) -> str:
 async def upload_changes(
     engine: Engine, store: Storage, folder: str, items: list[Upload], base: mf.Manifest | None
 ) -> Uploaded:
-    """Store under ``folder`` the items whose content ``base`` does not hold, and those
-    whose pack is too empty to keep (see :func:`refill`)."""
+    """Store under ``folder`` the items whose content ``base`` does not hold, and the
+    small files whose packs are too empty to keep (see ``_compact``)."""
     sent, kept = await changed(items, base.files if base else {}, engine.threads)
-    if base is not None and sent:
-        again = refill(base, sent, kept, engine.config.packed_below, engine.config.pack_bytes)
-        if again:
-            log.debug("storing %d unchanged small files again, in new packs", len(again))
-            chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in again}
-            sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
-            kept = [name for name in kept if name not in again]
-    stored = await engine.upload(store, f"{mf.META}/{folder}", sent)
-    return Uploaded(folder, sent, stored, kept)
+    if base is None:
+        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
+    config = engine.config
+    plan = refill(base, items, sent, kept, config.packed_below, config.pack_bytes)
+    if plan.again:
+        log.debug("storing %d unchanged small files again, in new packs", len(plan.again))
+        chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in plan.again}
+        sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
+        kept = [name for name in kept if name not in plan.again]
+    if not plan.copied:
+        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
+    spare = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "aiocheckpoint-"))
+    try:
+        sent += await _copy_out(engine, store, base, plan.copied, spare)
+        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, spare, True)
+
+
+async def _copy_out(
+    engine: Engine, store: Storage, base: mf.Manifest, names: list[str], spare: Path
+) -> list[Upload]:
+    """The files ``names`` of ``base``, fetched (and checked) into the folder ``spare``
+    to be stored again; none if one cannot be: compaction can wait."""
+    files = [(name, base.files[name]) for name in names]
+    downloads = [
+        Download(f"{mf.META}/{e.object}", name, str(spare / name), e.size, e.crc, e.offset)
+        for name, e in files
+    ]
+    try:
+        await engine.download(store, downloads)
+    except CorruptCheckpointError as exc:
+        log.warning("not compacting packs of %s this time: %s", store.describe(), exc)
+        return []
+    log.debug("copied %d files out of their packs, to store again", len(files))
+    return [Upload(name, spare / name, e.size) for name, e in files]
 
 
 class EarlyUpload:

@@ -42,13 +42,14 @@ class Downloader:
         self._storage = storage
 
     async def run(self, items: list[Download]) -> None:
-        packs: dict[str, list[Download]] = {}
+        packs: dict[str, list[Download]] = {}  # files of a pack, but big ones go alone
         for item in items:
-            if item.offset is not None:
+            if item.offset is not None and item.size <= SMALL:
                 packs.setdefault(item.key, []).append(item)
-        items = [item for item in items if item.offset is None]
+        items = [item for item in items if item.offset is None or item.size > SMALL]
         sizes = [item.size if item.size <= SMALL else None for item in items]
-        most = max(self._config.part_size, self._config.pack_bytes)
+        config = self._config
+        most = min(max(config.part_size, config.pack_bytes), config.buffer_bytes)
         async with task_group() as tg:
             for pack in packs.values():
                 for run in runs(pack, most):
@@ -78,8 +79,8 @@ class Downloader:
         got: list[tuple[int, int] | None] = [None] * len(run)
         async with self._limits.permit(1, length):
             task_status.started()
-            try:
-                data = await self._storage.get(run[0].key, start, length)
+            try:  # (a run of empty files needs no request)
+                data = await self._storage.get(run[0].key, start, length) if length else b""
             except FileNotFoundError as exc:
                 raise self._missing(run[0]) from exc
             with memoryview(data) as view:
@@ -163,8 +164,11 @@ class Downloader:
     async def _get_into(
         self, item: Download, fd: int, offset: int, length: int, *, whole: bool = False
     ) -> tuple[int, int]:
+        base = item.offset or 0  # a big file in a pack: a range of it, never the whole
         try:
-            return await self._storage.get_into(item.key, fd, offset, length, whole=whole)
+            return await self._storage.get_into(
+                item.key, fd, base + offset, length, whole=whole and item.offset is None, at=offset
+            )
         except FileNotFoundError as exc:
             raise self._missing(item) from exc
 

@@ -85,11 +85,12 @@ class Storage(Protocol):
         than ``size`` bytes is not written; its size is all that is returned."""
 
     async def get_into(
-        self, key: str, fd: int, start: int, length: int, *, whole: bool = False
+        self, key: str, fd: int, start: int, length: int, *, whole: bool = False, at: int = -1
     ) -> tuple[int, int]:
         """Copy ``length`` bytes of the object from ``start`` into the open file ``fd`` at
-        ``start``, holding a bounded piece at a time: (CRC-32, bytes). With ``whole``, the
-        object is expected to end there: more bytes are counted, never written.
+        ``at`` (-1: at ``start``), holding a bounded piece at a time: (CRC-32, bytes). With
+        ``whole``, the object is expected to end there: more bytes are counted, never
+        written.
         """
 
     async def list_objects(self, prefix: str = "") -> list[ObjectInfo]:

@@ -210,9 +210,10 @@ class LocalStorage:
         return await anyio.to_thread.run_sync(copy, limiter=self._limiter)
 
     async def get_into(
-        self, key: str, fd: int, start: int, length: int, *, whole: bool = False
+        self, key: str, fd: int, start: int, length: int, *, whole: bool = False, at: int = -1
     ) -> tuple[int, int]:
         path = self._path(key)
+        first = start if at < 0 else at
 
         def copy() -> tuple[int, int]:
             crc = got = 0
@@ -224,7 +225,7 @@ class LocalStorage:
                     if not n:
                         break
                     crc = crc32(view[:n], crc)
-                    pwrite_all(fd, view[:n], start + got)
+                    pwrite_all(fd, view[:n], first + got)
                     got += n
                 if whole and got == length:
                     got += len(f.read(1))

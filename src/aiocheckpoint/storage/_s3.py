@@ -125,6 +125,10 @@ class S3Storage:
 
     async def get(self, key: str, start: int = 0, length: int | None = None) -> bytes | bytearray:
         async with self._reader(key, start, length) as body:
+            if length is not None and body.size > length:  # a server that ignores Range
+                raise StorageError(
+                    f"S3 GET of {self.describe(key)} sent {body.size} bytes for a range of {length}"
+                )
             # Read the body here, inside the caller's concurrency slot: an unread body keeps
             # its pooled connection.
             return await body.read_all()
@@ -154,9 +158,10 @@ class S3Storage:
         return await anyio.to_thread.run_sync(write, limiter=self._threads)
 
     async def get_into(
-        self, key: str, fd: int, start: int, length: int, *, whole: bool = False
+        self, key: str, fd: int, start: int, length: int, *, whole: bool = False, at: int = -1
     ) -> tuple[int, int]:
         """Write the body as it arrives, up to ``piece`` bytes per worker-thread call."""
+        first = start if at < 0 else at
         crc = got = 0
         async with self._reader(key, start, None if whole else length) as body:
             if body.size > length:
@@ -166,7 +171,7 @@ class S3Storage:
                 if got + n > length:
                     return crc, got + n
                 crc = await anyio.to_thread.run_sync(
-                    _write_pieces, fd, start + got, pieces, crc, limiter=self._threads
+                    _write_pieces, fd, first + got, pieces, crc, limiter=self._threads
                 )
                 got += n
         return crc, got
