@@ -1,7 +1,6 @@
 """Choose the pack defaults (``TransferConfig.pack_size`` and ``pack_threshold``) by
-measurement; write the tables to benchmarks/PACKS.md.
+measurement; write the tables to benchmarks/PACKS.md. From the repository root:
 
-    cd /work/wt-packbench   # or the repository root
     PYTHONPATH=src .venv/bin/python benchmarks/packs.py               # everything, ~22 min
     PYTHONPATH=src .venv/bin/python benchmarks/packs.py --quick       # a tiny smoke run
     PYTHONPATH=src .venv/bin/python benchmarks/packs.py --sections local --repeat 5
@@ -17,7 +16,7 @@ Three sections, each a grid of cells; a cell is one configuration on one workloa
 2. ``threshold``: pack_size 8 MiB, pack_threshold 0, 16 KiB, 64 KiB, 256 KiB, 1 MiB and
    4 MiB, on a mixed tree (100 random files each of 16 KiB, 64 KiB, 256 KiB, 1 MiB and
    4 MiB, sizes shuffled across 10 folders), at 0 and 20 ms.
-3. ``local``: 100,000 x 100 B, 2,000 x 64 KiB and the mixed tree saved to, and restored
+3. ``local``: the mixed tree, 100,000 x 100 B and 2,000 x 64 KiB saved to, and restored
    from, a local folder, packing on (the defaults) and off, against ``cp -r`` of the
    tree plus an fsync of every file and folder copied (bench.py's ``copy_and_sync``).
 
@@ -33,28 +32,26 @@ min–max of seconds, and the requests (min–max where the rounds differ).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import random
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
 import aiobotocore.session  # noqa: F401  (imported before any timer, as the runners do)
-import bench  # layout(), write_random(), difference(), copy_and_sync()
+import bench  # layout(), write_random(), difference(), copy_and_sync(), timed(), Failed
 import boto3
 import s3server
+from report import ratio, table, timing
 
 import aiocheckpoint
 from aiocheckpoint import SyncCheckpoint, TransferConfig
@@ -62,7 +59,28 @@ from aiocheckpoint import SyncCheckpoint, TransferConfig
 HERE = Path(__file__).resolve().parent
 BUCKET = "packs"
 KiB, MiB = 1024, 1024**2
-SECTIONS = ("size", "threshold", "local")
+SECTIONS = {  # --sections key: heading, note, the (latency, workload) run in order (None: local)
+    "size": (
+        "1. pack_size sweep (S3)",
+        "pack_threshold 256 KiB; pack_size varied. Ratios: median / the median of packing "
+        "off in the same latency and workload. Requests: counts at the server (min–max "
+        "where rounds differ); 'other' is HEAD, POST, DELETE.",
+        [(ms, name) for ms in (0, 20) for name in ("many-small", "tiny-10k", "nested")]
+        + [(100, "many-small")],
+    ),
+    "threshold": (
+        "2. pack_threshold sweep (S3, mixed tree)",
+        "pack_size 8 MiB; pack_threshold varied, on the mixed tree. Ratios and requests as above.",
+        [(0, "mixed"), (20, "mixed")],
+    ),
+    "local": (
+        "3. Local storage",
+        "Local folder to local folder, under the same temporary folder as the source. "
+        "'cp -r + fsync' is one copy (save column only); the ratios divide by its median. "
+        "'files at dest': files in the checkpoint folder after the save.",
+        [(None, "mixed"), (None, "tiny-100k"), (None, "small-2k")],
+    ),
+}
 
 
 def size_text(n: int) -> str:
@@ -73,114 +91,59 @@ def size_text(n: int) -> str:
     return f"{n} B"
 
 
-# -- configurations and workloads ---------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Config:
     label: str
     transfer: TransferConfig | None  # None: cp -r + fsync (local only)
 
 
-def off() -> Config:
-    return Config("off (pack_threshold=0)", TransferConfig(pack_threshold=0))
-
-
-def size_configs() -> list[Config]:
-    out = [off()]
+def configs(section: str) -> list[Config]:
+    """The configurations of a section; its ratios divide by the first."""
+    if section == "local":
+        return [
+            Config("cp -r + fsync", None),
+            Config("packs on (defaults)", TransferConfig()),
+            Config("packs off", TransferConfig(pack_threshold=0)),
+        ]
+    out = [Config("off (pack_threshold=0)", TransferConfig(pack_threshold=0))]
+    if section == "threshold":
+        for t in (16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB):
+            cfg = TransferConfig(pack_threshold=t, pack_size=8 * MiB)
+            out.append(Config(f"pack_threshold {size_text(t)}", cfg))
+        return out
     for mib in (1, 2, 4, 8, 16):
         cfg = TransferConfig(pack_threshold=256 * KiB, pack_size=mib * MiB)
         note = "" if cfg.pack_bytes == mib * MiB else f" (in effect {size_text(cfg.pack_bytes)})"
         out.append(Config(f"pack_size {mib} MiB{note}", cfg))
     big = TransferConfig(pack_threshold=256 * KiB, pack_size=16 * MiB, multipart_threshold=16 * MiB)
-    out.append(Config("pack_size 16 MiB, multipart_threshold 16 MiB", big))
-    return out
+    return [*out, Config("pack_size 16 MiB, multipart_threshold 16 MiB", big)]
 
 
-def threshold_configs() -> list[Config]:
-    out = [off()]
-    for t in (16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB):
-        cfg = TransferConfig(pack_threshold=t, pack_size=8 * MiB)
-        out.append(Config(f"pack_threshold {size_text(t)}", cfg))
-    return out
+Layout = tuple[list[tuple[str, int]], str]  # as bench.layout(): (path, size) of each file, about
 
 
-def local_configs() -> list[Config]:
-    return [
-        Config("cp -r + fsync", None),
-        Config("packs on (defaults)", TransferConfig()),
-        Config("packs off", TransferConfig(pack_threshold=0)),
-    ]
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    files: list[tuple[str, int]]  # (relative path, size)
-    about: str
-
-    @property
-    def bytes(self) -> int:
-        return sum(size for _, size in self.files)
-
-
-def uniform(name: str, count: int, size: int, folders: int) -> Workload:
+def uniform(count: int, size: int, folders: int) -> Layout:
     width = len(str(count - 1))
     files = [(f"d{i % folders:03d}/f{i:0{width}d}.bin", size) for i in range(count)]
-    return Workload(name, files, f"{count:,} x {size_text(size)} in {folders} folders")
+    return files, f"{count:,} x {size_text(size)} in {folders} folders"
 
 
-def mixed(each: int) -> Workload:
+def workloads(quick: bool, huge: bool) -> dict[str, Layout]:
+    q, each = quick, 5 if quick else 100
     sizes = [s for s in (16 * KiB, 64 * KiB, 256 * KiB, MiB, 4 * MiB) for _ in range(each)]
     random.Random(5).shuffle(sizes)
-    files = [(f"d{i % 10}/f{i:03d}.bin", s) for i, s in enumerate(sizes)]
-    return Workload(
-        "mixed",
-        files,
-        f"{each} each of 16 KiB, 64 KiB, 256 KiB, 1 MiB, 4 MiB, shuffled over 10 folders",
-    )
-
-
-def from_bench(name: str, quick: bool) -> Workload:
-    files, about = bench.layout(name, quick)
-    return Workload(name, files, about)
-
-
-def workloads(quick: bool, huge: bool) -> dict[str, Workload]:
-    q = quick
-    out = [
-        from_bench("many-small", q),  # 500 x 64 KiB
-        uniform("tiny-10k", 1000 if q else 10_000, KiB, 10),
-        from_bench("nested", q),  # 2,000 files, 1 KiB x 4096^(u^3)
-        mixed(5 if q else 100),
-        uniform("small-2k", 200 if q else 2000, 64 * KiB, 10),
-    ]
+    mixed = [(f"d{i % 10}/f{i:03d}.bin", s) for i, s in enumerate(sizes)]
+    about = f"{each} each of 16 KiB, 64 KiB, 256 KiB, 1 MiB, 4 MiB, shuffled over 10 folders"
+    out = {
+        "many-small": bench.layout("many-small", q),  # 500 x 64 KiB
+        "tiny-10k": uniform(1000 if q else 10_000, KiB, 10),
+        "nested": bench.layout("nested", q),  # 2,000 files, 1 KiB x 4096^(u^3)
+        "mixed": (mixed, about),
+        "small-2k": uniform(200 if q else 2000, 64 * KiB, 10),
+    }
     if huge:
-        out.append(uniform("tiny-100k", 2000 if q else 100_000, 100, 100))
-    return {w.name: w for w in out}
-
-
-def make(root: Path, workload: Workload) -> Path:
-    """Write the files of ``workload`` (random bytes) under ``root``; its folder."""
-    folder = root / workload.name
-    made: set[Path] = set()
-    for path, size in workload.files:
-        target = folder / path
-        if target.parent not in made:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.add(target.parent)
-        if size <= 8 * MiB:
-            target.write_bytes(os.urandom(size))
-        else:
-            bench.write_random(target, size)
-    return folder
-
-
-# -- measurements -------------------------------------------------------------------------
-
-
-class Failed(Exception):
-    """A restore differs from its source, or an operation raised."""
+        out["tiny-100k"] = uniform(2000 if q else 100_000, 100, 100)
+    return out
 
 
 @dataclass
@@ -189,372 +152,182 @@ class Run:
     restore: float
     save_requests: Counter[str] = field(default_factory=Counter)
     restore_requests: Counter[str] = field(default_factory=Counter)
-    extra: float | None = None  # local: the cp -r + fsync run of the same round
-
-
-@dataclass
-class Cell:
-    runs: list[Run] = field(default_factory=list)
-    error: str | None = None
+    files: int = 0  # local: files in the checkpoint folder after the save
 
 
 @dataclass
 class Grid:
-    """One section's cells: (latency or None for local, workload, config label) -> Cell."""
+    """One section's runs and errors, each keyed (latency, workload, config label)."""
 
-    title: str
+    section: str
     configs: list[Config]
-    cells: dict[tuple[float | None, str, str], Cell] = field(default_factory=dict)
+    runs: dict[tuple[int | None, str, str], list[Run]] = field(default_factory=dict)
+    errors: dict[tuple[int | None, str, str], str] = field(default_factory=dict)
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
         self.args, self.work, self.stack = args, work, stack
-        self.started = time.monotonic()
+        self.started, self.verified = time.monotonic(), 0
         self.failures: list[str] = []
-        self.verified = 0
-        self.folders: dict[str, Path] = {}
         self.server: s3server.Server | None = None
         self.bucket = None
 
-    def say(self, text: str) -> None:
-        minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
-        print(f"[{minutes:3d}:{seconds:02d}] {text}", flush=True)
-
-    def fail(self, message: str) -> None:
-        self.failures.append(message)
-        print(f"FAILED: {message}", file=sys.stderr, flush=True)
-
-    def fresh(self, name: str) -> Path:
-        path = self.work / "scratch" / name
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        return path
-
-    def folder(self, workload: Workload) -> Path:
-        if workload.name not in self.folders:
-            start = time.monotonic()
-            self.folders[workload.name] = make(self.work / "data", workload)
-            self.say(f"made {workload.name}: {workload.about} ({time.monotonic() - start:.1f} s)")
-        return self.folders[workload.name]
-
-    def drop(self, workload: Workload) -> None:
-        """Remove a workload's files once no section needs them (the disk is shared)."""
-        folder = self.folders.pop(workload.name, None)
-        if folder is not None:
-            shutil.rmtree(folder)
-
-    # -- S3 --
+    # bench.Bench's: print a line after the elapsed time; empty a scratch folder
+    say = bench.Bench.say
+    fresh = bench.Bench.fresh
 
     def s3(self) -> s3server.Server:
         """The server (started on first use) with a bucket; clients trust its CA."""
         if self.server is None:
-            self.server = self.stack.enter_context(s3server.start(0, self.work / "server"))
-            os.environ.update(
-                AWS_ACCESS_KEY_ID="testing",
-                AWS_SECRET_ACCESS_KEY="testing",
-                AWS_DEFAULT_REGION="us-east-1",
-                AWS_EC2_METADATA_DISABLED="true",
-                AWS_CONFIG_FILE=os.devnull,
-                AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-                AWS_CA_BUNDLE=self.server.ca_bundle,
-            )
+            server = self.server = self.stack.enter_context(s3server.start(0, self.work / "server"))
+            os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+            os.environ.update(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+            os.environ.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+            os.environ.update(AWS_CA_BUNDLE=server.ca_bundle)
             for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
                 os.environ.pop(name, None)
-            s3 = boto3.Session("testing", "testing", region_name="us-east-1").resource(
-                "s3", endpoint_url=self.server.endpoint, verify=self.server.ca_bundle
-            )
+            session = boto3.Session("testing", "testing", region_name="us-east-1")
+            s3 = session.resource("s3", endpoint_url=server.endpoint, verify=server.ca_bundle)
             self.bucket = s3.Bucket(BUCKET)
             self.bucket.create()
-            self.warm_up()
+            # untimed round trips, so that no cell pays this process's first-use costs
+            source = self.work / "warm-up"
+            for i in range(20):
+                bench.write_random(source / f"f{i}.bin", KiB)
+            for transfer in (TransferConfig(pack_threshold=0), TransferConfig()):
+                self.run(Config("warm-up", transfer), source, f"warm-up/{transfer.pack_threshold}")
+            shutil.rmtree(source)
         return self.server
 
-    def warm_up(self) -> None:
-        """One untimed round trip, so that no cell pays this process's first-use costs."""
-        source = self.work / "warm-up"
-        source.mkdir()
-        for i in range(20):
-            (source / f"f{i}.bin").write_bytes(os.urandom(KiB))
-        for config in (off(), Config("defaults", TransferConfig())):
-            self.s3_run(config, source, f"warm-up/{config.label[:3]}")
-        shutil.rmtree(source)
-
-    def s3_run(self, config: Config, source: Path, prefix: str) -> Run:
-        server = self.s3()
-        assert config.transfer is not None and self.bucket is not None
-        url = f"s3://{BUCKET}/{prefix}"
-        target = self.fresh("restored")
-        try:
-            server.reset()
-            start = time.perf_counter()
-            with SyncCheckpoint(url, transfer=config.transfer, endpoint_url=server.endpoint) as cp:
-                cp.save(source)
-            save = time.perf_counter() - start
-            save_requests = Counter(server.stats()["requests"])
-            with tempfile.TemporaryDirectory(dir=self.work) as unused:
-                server.reset()
-                start = time.perf_counter()
-                with SyncCheckpoint(
-                    unused, url, transfer=config.transfer, endpoint_url=server.endpoint
-                ) as cp:
-                    cp.restore(target)
-                restore = time.perf_counter() - start
-                restore_requests = Counter(server.stats()["requests"])
-            problem = bench.difference(source, target)
-            if problem is not None:
-                raise Failed(f"{prefix}: the restore differs from the source: {problem}")
-            self.verified += 1
-            return Run(save, restore, save_requests, restore_requests)
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
-            self.bucket.objects.filter(Prefix=prefix + "/").delete()
-
-    # -- local --
-
-    def local_run(self, config: Config, source: Path, name: str) -> Run:
-        dest, target = self.fresh("dest"), self.fresh("restored")
+    def run(self, config: Config, source: Path, prefix: str | None) -> Run:
+        """Save ``source`` to S3 under ``prefix`` (None: to a local folder), restore it into
+        a fresh folder, verify. A timer spans SyncCheckpoint(...), save or restore, close()."""
+        server = self.s3() if prefix else None
+        dest: str | Path = f"s3://{BUCKET}/{prefix}" if prefix else self.fresh("dest")
+        target, unused = self.fresh("restored"), self.fresh("unused")
+        options = {"transfer": config.transfer, "endpoint_url": server.endpoint if server else None}
         try:
             if config.transfer is None:
-                start = time.perf_counter()
-                bench.copy_and_sync(source, dest / "copy")
-                return Run(time.perf_counter() - start, 0.0)
+                return Run(bench.timed(bench.copy_and_sync, source, Path(dest, "copy")), 0.0)
+            run = Run(0.0, 0.0)
+            if server:
+                server.reset()
             start = time.perf_counter()
-            with SyncCheckpoint(dest, transfer=config.transfer) as cp:
+            with SyncCheckpoint(dest, **options) as cp:
                 cp.save(source)
-            save = time.perf_counter() - start
-            objects = sum(len(files) for _, _, files in os.walk(dest))
-            with tempfile.TemporaryDirectory(dir=self.work) as unused:
-                start = time.perf_counter()
-                with SyncCheckpoint(unused, dest, transfer=config.transfer) as cp:
-                    cp.restore(target)
-                restore = time.perf_counter() - start
+            run.save = time.perf_counter() - start
+            if server:
+                run.save_requests = Counter(server.stats()["requests"])
+                server.reset()
+            else:
+                run.files = sum(len(files) for _, _, files in os.walk(dest))
+            start = time.perf_counter()
+            with SyncCheckpoint(unused, dest, **options) as cp:
+                cp.restore(target)
+            run.restore = time.perf_counter() - start
+            if server:
+                run.restore_requests = Counter(server.stats()["requests"])
             problem = bench.difference(source, target)
             if problem is not None:
-                raise Failed(f"local {name}, {config.label}: the restore differs: {problem}")
+                raise bench.Failed(f"{dest}: the restore differs from the source: {problem}")
             self.verified += 1
-            return Run(save, restore, Counter(files=objects))
+            return run
         finally:
-            shutil.rmtree(dest, ignore_errors=True)
             shutil.rmtree(target, ignore_errors=True)
+            if server:
+                self.bucket.objects.filter(Prefix=f"{prefix}/").delete()
+            else:
+                shutil.rmtree(dest, ignore_errors=True)
 
-    # -- grids --
-
-    def grid(self, grid: Grid, latency: float | None, workload: Workload) -> None:
-        """Every config of ``grid`` on ``workload``, ``--repeat`` rounds, rotated."""
-        source = self.folder(workload)
-        configs = grid.configs
+    def grid(self, grid: Grid, latency: int | None, name: str, layout: Layout) -> None:
+        """Every config of ``grid`` on a workload, ``--repeat`` rounds, rotated."""
+        source = self.work / "data" / name
+        if not source.exists():
+            start = time.monotonic()
+            for path, size in layout[0]:
+                bench.write_random(source / path, size)
+            self.say(f"made {name}: {layout[1]} ({time.monotonic() - start:.1f} s)")
         if latency is not None:
             self.s3().set_latency(latency)
-        where = "local" if latency is None else f"{latency:g} ms"
-        for c in configs:
-            grid.cells.setdefault((latency, workload.name, c.label), Cell())
+        where, configs = "local" if latency is None else f"{latency} ms", grid.configs
         for number in range(self.args.repeat):
             turn = number % len(configs)
             for i, config in enumerate(configs[turn:] + configs[:turn]):
-                cell = grid.cells[latency, workload.name, config.label]
-                if cell.error:
+                key = (latency, name, config.label)
+                runs = grid.runs.setdefault(key, [])
+                if key in grid.errors:
                     continue
+                prefix = f"{grid.section[:4]}/{latency}/{name}/{number}-{i}"
                 try:
-                    if latency is None:
-                        run = self.local_run(config, source, workload.name)
-                    else:
-                        key = f"{grid.title[:4]}/{latency:g}/{workload.name}/{number}-{i}"
-                        run = self.s3_run(config, source, key)
+                    run = self.run(config, source, None if latency is None else prefix)
                 except Exception as exc:  # noqa: BLE001  (a failure is a result; keep going)
-                    cell.error = f"{type(exc).__name__}: {exc}"
-                    self.fail(f"{where} {workload.name} {config.label}: {cell.error}")
+                    grid.errors[key] = f"{type(exc).__name__}: {exc}"
+                    self.failures.append(f"{where} {name} {config.label}: {grid.errors[key]}")
+                    print(f"FAILED: {self.failures[-1]}", file=sys.stderr, flush=True)
                     continue
-                cell.runs.append(run)
-                counts = requests_text(run.save_requests) if latency is not None else ""
+                runs.append(run)
+                counts = " ".join(f"{k} {v}" for k, v in sorted(run.save_requests.items()))
                 self.say(
-                    f"{where:>6} {workload.name:<10} {config.label:<45} round {number + 1}: "
+                    f"{where:>6} {name:<10} {config.label:<45} round {number + 1}: "
                     f"save {run.save:6.2f} s  restore {run.restore:6.2f} s  {counts}"
                 )
 
 
-def requests_text(requests: Counter[str]) -> str:
-    return " ".join(f"{k} {v}" for k, v in sorted(requests.items()))
-
-
-# -- the report ---------------------------------------------------------------------------
-
-
-def timing(values: list[float]) -> tuple[str, str]:
-    if not values:
-        return "", ""
-    return f"{statistics.median(values):.2f}", f"{min(values):.2f}–{max(values):.2f}"
-
-
 def count(values: list[int]) -> str:
+    """One number, or min–max where the runs differ; blank without runs."""
+    if not values:
+        return ""
     low, high = min(values), max(values)
     return f"{low:,}" if low == high else f"{low:,}–{high:,}"
 
 
-def counts(requests: list[Counter[str]]) -> tuple[str, str, str]:
-    """PUT, GET, and the other methods (HEAD, POST, DELETE, ...) over the runs."""
-    if not requests:
-        return "", "", ""
-    puts = [r["PUT"] for r in requests]
-    gets = [r["GET"] for r in requests]
-    other = [sum(v for k, v in r.items() if k not in ("PUT", "GET")) for r in requests]
-    return count(puts), count(gets), count(other)
+def grid_table(grid: Grid) -> list[str]:
+    """A row per cell, in run order; ratios to the first config (off, or cp -r + fsync)."""
+    local, base_label = grid.section == "local", grid.configs[0].label
+    short = "cp" if local else "off"
+    head = ["workload", "config", "save s", "min–max", f"save / {short}", "restore s", "min–max"]
+    head += [f"restore / {short}"]
+    kinds = [f"{op} {kind}" for op in ("save", "restore") for kind in ("PUT", "GET", "other")]
+    head = [*head, "files at dest"] if local else ["latency", *head, *kinds]
+    rows = []
+    for key, runs in grid.runs.items():  # the first round ran the configs in order
+        latency, name, label = key
+        base = grid.runs[latency, name, base_label]
+        copy = local and label == base_label  # cp -r + fsync: a save only
+        saves, restores = [r.save for r in runs], [] if copy else [r.restore for r in runs]
+        row = [] if local else [f"{latency} ms"]
+        row += [name, label, *timing(saves), ratio(saves, [r.save for r in base])]
+        row += [*timing(restores), ratio(restores, [r.save if local else r.restore for r in base])]
+        if local:
+            row.append("" if copy else count([r.files for r in runs]))
+        else:  # PUT, GET, and the other methods (HEAD, POST, DELETE, ...)
+            for requests in ([r.save_requests for r in runs], [r.restore_requests for r in runs]):
+                row += [count([r["PUT"] for r in requests]), count([r["GET"] for r in requests])]
+                row.append(count([sum(r.values()) - r["PUT"] - r["GET"] for r in requests]))
+        error = f" ({grid.errors[key]})" if key in grid.errors else ""
+        rows.append([*row, f"{len(runs)}{error}"])
+    return table([*head, "runs"], rows)
 
 
-def ratio(value: list[float], base: list[float]) -> str:
-    if not value or not base:
-        return ""
-    return f"{statistics.median(value) / statistics.median(base):.2f}"
-
-
-def s3_table(grid: Grid, base_label: str) -> list[str]:
-    head = [
-        "latency",
-        "workload",
-        "config",
-        "save s",
-        "min–max",
-        "save / off",
-        "restore s",
-        "min–max",
-        "restore / off",
-        "save PUT",
-        "save GET",
-        "save other",
-        "restore PUT",
-        "restore GET",
-        "restore other",
-        "runs",
-    ]
-    lines = [row(head), row(["---"] * len(head))]
-    keys = sorted({(lat, w) for lat, w, _ in grid.cells}, key=lambda k: (k[0], order(k[1])))
-    for latency, name in keys:
-        base = grid.cells.get((latency, name, base_label), Cell()).runs
-        for config in grid.configs:
-            cell = grid.cells.get((latency, name, config.label))
-            if cell is None:
-                continue
-            runs = cell.runs
-            saves, restores = [r.save for r in runs], [r.restore for r in runs]
-            lines.append(
-                row(
-                    [
-                        f"{latency:g} ms",
-                        name,
-                        config.label,
-                        *timing(saves),
-                        ratio(saves, [r.save for r in base]),
-                        *timing(restores),
-                        ratio(restores, [r.restore for r in base]),
-                        *counts([r.save_requests for r in runs]),
-                        *counts([r.restore_requests for r in runs]),
-                        str(len(runs)) + (f" ({cell.error})" if cell.error else ""),
-                    ]
-                )
-            )
-    return lines
-
-
-def local_table(grid: Grid) -> list[str]:
-    head = [
-        "workload",
-        "config",
-        "save s",
-        "min–max",
-        "save / cp",
-        "restore s",
-        "min–max",
-        "restore / cp",
-        "files at dest",
-        "runs",
-    ]
-    lines = [row(head), row(["---"] * len(head))]
-    names = sorted({w for _, w, _ in grid.cells}, key=order)
-    for name in names:
-        cp = grid.cells.get((None, name, "cp -r + fsync"), Cell()).runs
-        cp_s = [r.save for r in cp]
-        for config in grid.configs:
-            cell = grid.cells.get((None, name, config.label))
-            if cell is None:
-                continue
-            runs = cell.runs
-            saves, restores = [r.save for r in runs], [r.restore for r in runs]
-            error = f" ({cell.error})" if cell.error else ""
-            if config.transfer is None:
-                cells = [name, config.label, *timing(saves), "1.00", "", "", "", "", ""]
-            else:
-                files = count([r.save_requests["files"] for r in runs]) if runs else ""
-                cells = [
-                    name,
-                    config.label,
-                    *timing(saves),
-                    ratio(saves, cp_s),
-                    *timing(restores),
-                    ratio(restores, cp_s),
-                    files,
-                    "",
-                ]
-            cells[-1] = f"{len(runs)}{error}"
-            lines.append(row(cells))
-    return lines
-
-
-ORDER = ["many-small", "tiny-10k", "nested", "mixed", "tiny-100k", "small-2k"]
-
-
-def order(name: str) -> int:
-    return ORDER.index(name) if name in ORDER else len(ORDER)
-
-
-def row(cells: list[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def render(
-    bench_: Bench, grids: dict[str, Grid], used: dict[str, Workload], setup: list[str]
-) -> str:
-    out = ["# Packs: choosing pack_size and pack_threshold", ""]
-    out += [f"- {line}" for line in setup]
-    elapsed = (time.monotonic() - bench_.started) / 60
+def render(b: Bench, grids: list[Grid], used: dict[str, Layout], setup: list[str]) -> str:
+    elapsed = (time.monotonic() - b.started) / 60
+    out = ["# Packs: choosing pack_size and pack_threshold", "", *(f"- {x}" for x in setup)]
     out += [
-        f"- {elapsed:.1f} min; {bench_.verified} restores verified byte for byte; load average "
-        f"at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        "",
+        f"- {elapsed:.1f} min; {b.verified} restores verified byte for byte; load average "
+        f"at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     ]
-    if bench_.failures:
-        out += ["## FAILURES", ""] + [f"- {f}" for f in bench_.failures] + [""]
-    out += ["## Workloads", "", row(["workload", "files", "MiB", "made of"]), row(["---"] * 4)]
-    for w in sorted(used.values(), key=lambda w: order(w.name)):
-        out.append(row([w.name, f"{len(w.files):,}", f"{w.bytes / MiB:.1f}", w.about]))
-    out.append("")
-    notes = {
-        "size": (
-            "pack_threshold 256 KiB; pack_size varied. Ratios: median / the median of packing "
-            "off in the same latency and workload. Requests: counts at the server (min–max "
-            "where rounds differ); 'other' is HEAD, POST, DELETE."
-        ),
-        "threshold": (
-            "pack_size 8 MiB; pack_threshold varied, on the mixed tree. Ratios and requests "
-            "as above."
-        ),
-        "local": (
-            "Local folder to local folder, under the same temporary folder as the source. "
-            "'cp -r + fsync' is one copy (save column only); the ratios divide by its median. "
-            "'files at dest': files in the checkpoint folder after the save."
-        ),
-    }
-    titles = {
-        "size": "1. pack_size sweep (S3)",
-        "threshold": "2. pack_threshold sweep (S3, mixed tree)",
-        "local": "3. Local storage",
-    }
-    for key, grid in grids.items():
-        out += [f"## {titles[key]}", "", notes[key], ""]
-        out += local_table(grid) if key == "local" else s3_table(grid, off().label)
-        out.append("")
+    if b.failures:
+        out += ["", "## FAILURES", ""] + [f"- {f}" for f in b.failures]
+    rows = [
+        [name, f"{len(files):,}", f"{sum(size for _, size in files) / MiB:.1f}", about]
+        for name, (files, about) in used.items()
+    ]
+    out += ["", "## Workloads", "", *table(["workload", "files", "MiB", "made of"], rows), ""]
+    for grid in grids:
+        heading, note, _ = SECTIONS[grid.section]
+        out += [f"## {heading}", "", note, "", *grid_table(grid), ""]
     return "\n".join(out)
-
-
-# -- main ---------------------------------------------------------------------------------
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -576,13 +349,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def setup_lines(args: argparse.Namespace) -> list[str]:
-    commit = subprocess.run(
-        ["git", "-C", str(HERE), "rev-parse", "--short=12", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    git = ["git", "-C", str(HERE), "rev-parse", "--short=12", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip()
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
     d = TransferConfig()
     return [
         f"`{shlex.join(['python', 'benchmarks/packs.py', *sys.argv[1:]])}`, started {started}, "
@@ -600,52 +369,25 @@ def setup_lines(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def plan(
-    args: argparse.Namespace, w: dict[str, Workload]
-) -> Iterator[tuple[str, Grid, float | None, Workload]]:
-    """(section, grid, latency, workload) in the order they run."""
-    lat = [0.0, 20.0]
-    if "size" in args.sections:
-        grid = Grid("size", size_configs())
-        for latency in lat + [100.0]:
-            for name in ("many-small", "tiny-10k", "nested"):
-                if latency == 100 and name != "many-small":
-                    continue
-                yield "size", grid, latency, w[name]
-    if "threshold" in args.sections:
-        grid = Grid("threshold", threshold_configs())
-        for latency in lat:
-            yield "threshold", grid, latency, w["mixed"]
-    if "local" in args.sections:
-        grid = Grid("local", local_configs())
-        for name in ("tiny-100k", "small-2k", "mixed"):
-            if name in w:
-                yield "local", grid, None, w[name]
-
-
 def main() -> int:
     args = parse()
     here = Path(aiocheckpoint.__file__).resolve().parent
     if here != HERE.parent / "src" / "aiocheckpoint":
         print(f"warning: aiocheckpoint imported from {here}, not this tree's src", file=sys.stderr)
-    all_workloads = workloads(args.quick, huge=not args.no_100k)
-    steps = list(plan(args, all_workloads))
+    grids = [Grid(key, configs(key)) for key in SECTIONS if key in args.sections]
+    w = workloads(args.quick, huge=not args.no_100k)
+    steps = [(g, ms, name) for g in grids for ms, name in SECTIONS[g.section][2] if name in w]
     setup = setup_lines(args)
-    grids: dict[str, Grid] = {}
-    used: dict[str, Workload] = {}
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiocheckpoint-packs-")))
         b = Bench(args, work, stack)
-        for i, (section, grid, latency, workload) in enumerate(steps):
-            grids.setdefault(section, grid)
-            used[workload.name] = workload
-            b.grid(grid, latency, workload)
-            if all(later[3].name != workload.name for later in steps[i + 1 :]):
-                b.drop(workload)
-        text = render(b, grids, used, setup)
+        for i, (grid, latency, name) in enumerate(steps):
+            b.grid(grid, latency, name, w[name])
+            if all(later != name for _, _, later in steps[i + 1 :]):
+                shutil.rmtree(work / "data" / name)  # the disk is shared
+        text = render(b, grids, {name: w[name] for _, _, name in steps}, setup)
     args.out.write_text(text + "\n")
-    print("\n" + text)
-    print(f"\nresults written to {args.out}")
+    print(f"\n{text}\n\nresults written to {args.out}")
     if b.failures:
         print(f"{len(b.failures)} FAILURES, see {args.out}", file=sys.stderr)
         return 1
