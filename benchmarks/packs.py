@@ -355,7 +355,7 @@ def setup_lines(args: argparse.Namespace) -> list[str]:
     d = TransferConfig()
     return [
         f"`{shlex.join(['python', 'benchmarks/packs.py', *sys.argv[1:]])}`, started {started}, "
-        f"commit {commit or '?'}, aiocheckpoint from {Path(aiocheckpoint.__file__).parent}",
+        f"commit {commit or '?'}",
         f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
         f"moto {version('moto')} on cheroot {version('cheroot')}, https (s3server.py); load "
         f"average at the start {', '.join(f'{x:.2f}' for x in os.getloadavg())}",

@@ -36,18 +36,27 @@ def big(tmp_path: Path) -> Path:
     return path
 
 
-async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, bucket, tmp_path):
+@pytest.mark.parametrize(
+    ("transfer", "requests"),
+    [
+        (TransferConfig(max_concurrency=4, **OBJECTS), 24),
+        (TransferConfig(max_concurrency=4, pack_size=2000), 12),  # packs of two files
+    ],
+    ids=["objects", "packs"],
+)
+async def test_requests_overlap_but_never_exceed_max_concurrency(
+    s3_control, bucket, tmp_path, transfer, requests
+):
     # The server holds the PUTs, then the GETs: 4 of them pile up, never a fifth, and
     # once they are let go the save and then the restore complete.
     files = {f"f{i:02d}.bin": os.urandom(1000) for i in range(24)}
-    transfer = TransferConfig(max_concurrency=4, **OBJECTS)
     dest = f"s3://{bucket}/cp"
 
     hold = s3_control.hold(DATA_PUT)
     async with AsyncCheckpoint(dest, transfer=transfer) as cp:
         assert await held_while(hold, 4, cp.save, write_tree(tmp_path / "src", files)) == 4
     assert s3_control.max_in_flight <= 4
-    assert len(s3_control.matching(DATA_PUT)) == len(files)
+    assert len(s3_control.matching(DATA_PUT)) == requests
 
     s3_control.reset()
     hold = s3_control.hold(DATA_GET)
@@ -59,6 +68,7 @@ async def test_requests_overlap_but_never_exceed_max_concurrency(s3_control, buc
     assert await held_while(hold, 4, restore) == 4
     assert s3_control.max_in_flight <= 4
     assert restored == [files]
+    assert len(s3_control.matching(DATA_GET)) == requests
 
 
 async def test_memory_bound_limits_parts_in_flight(s3_control, bucket, tmp_path, big):

@@ -52,31 +52,6 @@ async def test_three_thousand_small_files_are_one_put_and_one_get(s3_control, s3
     assert len(s3_control.matching(DATA_GET)) == 1
 
 
-async def test_pack_requests_pile_up_to_max_concurrency_and_never_beyond(
-    s3_control, bucket, tmp_path
-):
-    files = small_files(24, 1000)  # in 12 packs of two
-    transfer = TransferConfig(max_concurrency=4, pack_size=2000)
-    dest = f"s3://{bucket}/cp"
-    hold = s3_control.hold(DATA_PUT)
-    async with AsyncCheckpoint(dest, transfer=transfer) as cp:
-        assert await held_while(hold, 4, cp.save, write_tree(tmp_path / "src", files)) == 4
-    assert s3_control.max_in_flight <= 4
-    assert len(s3_control.matching(DATA_PUT)) == 12
-
-    s3_control.reset()
-    hold = s3_control.hold(DATA_GET)
-    restored: list[dict[str, bytes]] = []
-
-    async def restore() -> None:
-        restored.append(await restore_all(dest, tmp_path / "out", transfer=transfer))
-
-    assert await held_while(hold, 4, restore) == 4
-    assert s3_control.max_in_flight <= 4
-    assert restored == [files]
-    assert len(s3_control.matching(DATA_GET)) == 12
-
-
 async def test_the_byte_budget_bounds_packs_in_flight(s3_control, bucket, tmp_path):
     files = small_files(24, 50_000)  # packs of two files, 100,000 bytes each
     transfer = TransferConfig(pack_size=100_000, max_buffer_bytes=200_000)
