@@ -87,22 +87,21 @@ async def upload_changes(
 ) -> Uploaded:
     """Store under ``folder`` the items whose content ``base`` does not hold, and the
     small files whose packs are too empty to keep (see ``_compact``)."""
+    prefix = f"{mf.META}/{folder}"
     sent, kept = await changed(items, base.files if base else {}, engine.threads)
-    if base is None:
-        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
     config = engine.config
-    plan = refill(base, items, sent, kept, config.packed_below, config.pack_bytes)
-    if plan.again:
+    plan = refill(base, items, sent, kept, config.packed_below, config.pack_bytes) if base else None
+    if plan is not None and plan.again:
         log.debug("storing %d unchanged small files again, in new packs", len(plan.again))
         chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in plan.again}
         sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
         kept = [name for name in kept if name not in plan.again]
-    if not plan.copied:
-        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
+    if base is None or plan is None or not plan.copied:
+        return Uploaded(folder, sent, await engine.upload(store, prefix, sent), kept)
     spare = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "aiocheckpoint-"))
     try:
         sent += await _copy_out(engine, store, base, plan.copied, spare)
-        return Uploaded(folder, sent, await engine.upload(store, f"{mf.META}/{folder}", sent), kept)
+        return Uploaded(folder, sent, await engine.upload(store, prefix, sent), kept)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, spare, True)
