@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-from _s3server import Hold
+from _s3server import Hold, Middleware, Predicate
 
 
 async def held_while(
@@ -29,3 +29,23 @@ async def held_at_once(hold: Hold, count: int) -> int:
     arrived = await anyio.to_thread.run_sync(hold.wait_for, count, 60)
     assert arrived, f"only {hold.arrived} of {count} requests were ever in flight at once"
     return hold.arrived
+
+
+async def cancelled_while_held(
+    control: Middleware,
+    predicate: Predicate,
+    count: int,
+    func: Callable[..., Awaitable[object]],
+    *args: object,
+) -> None:
+    """Three times: run ``func(*args)`` and cancel it once the server holds exactly
+    ``count`` requests ``predicate`` matches. Then reset the server: the held requests
+    never reach the store."""
+    for _ in range(3):
+        control.reset()
+        hold = control.hold(predicate)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(func, *args)
+            assert await held_at_once(hold, count) == count
+            tg.cancel_scope.cancel()
+    control.reset()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _holds import held_at_once, held_while
+from _holds import cancelled_while_held, held_at_once, held_while
 from _s3server import Request, match
 from _trees import read_tree, restore_all, write_tree
 
@@ -121,15 +121,8 @@ async def test_a_cancelled_save_gives_back_the_memory_it_held(s3_control, bucket
     src = write_tree(tmp_path / "src", files)
     bounded = TransferConfig(max_buffer_bytes=250_000, **OBJECTS)  # room for a and b at most
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
-        for _ in range(3):
-            s3_control.reset()
-            hold = s3_control.hold(DATA_PUT)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cp.save, src)
-                # a's and b's PUTs keep their bytes, so c and d wait for room
-                assert await held_at_once(hold, 2) == 2
-                tg.cancel_scope.cancel()
-        s3_control.reset()  # the held PUTs never reach the store
+        # a's and b's PUTs keep their bytes, so c and d wait for room
+        await cancelled_while_held(s3_control, DATA_PUT, 2, cp.save, src)
         with anyio.fail_after(60):
             await cp.save(src)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files
@@ -164,15 +157,8 @@ async def test_a_cancelled_save_of_small_files_gives_back_its_request_slots(
     files = small_files(200)
     bounded = TransferConfig(max_buffer_bytes=2 * MiB, **OBJECTS)  # 32 64 KiB files at once
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=bounded) as cp:
-        for _ in range(3):
-            s3_control.reset()
-            hold = s3_control.hold(DATA_PUT)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cp.save, waiting)
-                # 32 PUTs hold the whole byte budget; the batches behind them wait for it
-                assert await held_at_once(hold, 32) == 32
-                tg.cancel_scope.cancel()
-        s3_control.reset()  # the held PUTs never reach the store
+        # 32 PUTs hold the whole byte budget; the batches behind them wait for it
+        await cancelled_while_held(s3_control, DATA_PUT, 32, cp.save, waiting)
         hold = s3_control.hold(DATA_PUT)
         assert await held_while(hold, 64, cp.save, write_tree(tmp_path / "src", files)) == 64
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files

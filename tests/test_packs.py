@@ -8,7 +8,7 @@ import random
 
 import anyio
 import pytest
-from _holds import held_while
+from _holds import cancelled_while_held, held_while
 from _s3server import match
 from _trees import read_tree, restore_all, write_tree
 from conftest import Location
@@ -71,14 +71,8 @@ async def test_a_cancelled_save_of_packs_gives_back_its_slots_and_bytes(
     src = write_tree(tmp_path / "src", files)
     transfer = TransferConfig(max_concurrency=4, pack_size=100_000, max_buffer_bytes=200_000)
     async with AsyncCheckpoint(f"s3://{bucket}/cp", transfer=transfer) as cp:
-        for _ in range(3):
-            s3_control.reset()
-            hold = s3_control.hold(DATA_PUT)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(cp.save, src)
-                assert await anyio.to_thread.run_sync(hold.wait_for, 2, 60)
-                tg.cancel_scope.cancel()
-        s3_control.reset()  # the held PUTs never reach the store
+        # two packs' PUTs hold the whole byte budget
+        await cancelled_while_held(s3_control, DATA_PUT, 2, cp.save, src)
         with anyio.fail_after(60):
             await cp.save(src)
     assert await restore_all(f"s3://{bucket}/cp", tmp_path / "out") == files

@@ -78,14 +78,29 @@ def read_into_body(
 
 def read_at(path: str, offset: int, length: int, body: io.BytesIO | None = None) -> Chunk:
     """``length`` bytes of the file ``path`` from ``offset``; fewer means it changed."""
+    if body is None:
+        body = new_body(length)
+    with body.getbuffer() as view:
+        crc = read_exactly(path, offset, view[:length])
+    body.truncate(length)
+    body.seek(0)
+    return Chunk(body, length, crc)
+
+
+def read_exactly(path: str, offset: int, view: memoryview) -> int:
+    """Fill ``view`` from the file ``path`` at ``offset``: the CRC-32 of those bytes.
+
+    :raises CheckpointError: the file holds fewer: it changed since it was listed.
+    """
     with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        chunk = read_into_body(f.readinto, length, body)
-    if chunk.size != length:
+        if offset:
+            f.seek(offset)
+        got = fill(f.readinto, view)
+    if got != len(view):
         raise CheckpointError(
-            f"{path} changed while being saved (expected {length} bytes, read {chunk.size})"
+            f"{path} changed while being saved (expected {len(view)} bytes, read {got})"
         )
-    return chunk
+    return crc32(view)
 
 
 def read_stream(stream: BinaryIO, length: int) -> Chunk:

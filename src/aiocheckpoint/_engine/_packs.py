@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._checksum import crc32
-from .._errors import CheckpointError
-from .._io import fill, write_file
+from .._io import read_exactly, write_file
 from ._items import Download
 
 #: Files of a pack are read, and written back, this many (and bytes) per worker-thread
@@ -21,20 +19,6 @@ THREAD_BYTES = 1024 * 1024
 #: Dead bytes between two files a restore needs from one pack are read rather than split
 #: into two requests up to this many: a request costs more than 1 MiB of transfer.
 GAP = 1024 * 1024
-
-
-def plan(sizes: Sequence[int], most_bytes: int) -> list[list[int]]:
-    """The packs of files of ``sizes`` in the order given: consecutive indices holding at
-    most ``most_bytes`` (a file bigger than that alone)."""
-    out: list[list[int]] = []
-    filled = 0
-    for i, size in enumerate(sizes):
-        if not out or filled + size > most_bytes:
-            out.append([])
-            filled = 0
-        out[-1].append(i)
-        filled += size
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +35,7 @@ def read_pieces(view: memoryview, pieces: Sequence[Piece]) -> list[int]:
 
     :raises CheckpointError: a file holds fewer bytes than it did when listed.
     """
-    crcs = []
-    for p in pieces:
-        with open(p.path, "rb", buffering=0) as f:
-            got = fill(f.readinto, view[p.offset : p.offset + p.size])
-        if got != p.size:
-            raise CheckpointError(
-                f"{p.path} changed while being saved (expected {p.size} bytes, read {got})"
-            )
-        crcs.append(crc32(view[p.offset : p.offset + p.size]))
-    return crcs
+    return [read_exactly(p.path, 0, view[p.offset : p.offset + p.size]) for p in pieces]
 
 
 def write_pieces(view: memoryview, pieces: Sequence[Piece]) -> list[tuple[int, int]]:

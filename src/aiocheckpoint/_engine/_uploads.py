@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
@@ -21,7 +22,7 @@ from .._manifest import PACKS
 from .._tasks import task_group
 from ..storage import FileCopy, MultipartUpload, Storage
 from ._items import InPack, Stored, Upload
-from ._packs import THREAD_BYTES, THREAD_FILES, Piece, plan, read_pieces
+from ._packs import THREAD_BYTES, THREAD_FILES, Piece, read_pieces
 from ._permits import SMALL, Limits, batches
 
 log = logging.getLogger("aiocheckpoint")
@@ -65,7 +66,8 @@ class Uploader:
             for u in (items[i] for i in rest)
         ]
         async with task_group() as tg:
-            packs = plan([items[i].size for i in packed], self._config.pack_bytes)
+            # a pack holds any number of files, up to pack_bytes (a bigger one alone)
+            packs = batches([items[i].size for i in packed], sys.maxsize, self._config.pack_bytes)
             for number, pack in enumerate(packs, start=1):
                 where = [packed[j] for j in pack]
                 name = f"{PACKS}{number:06d}"
