@@ -1,5 +1,6 @@
 """Crash-safe checkpoints of files, folders and bytes to local disk or S3."""
 
+from ._background import AsyncPendingSave
 from ._checkpoint import AsyncCheckpoint
 from ._config import TransferConfig
 from ._errors import (
@@ -9,9 +10,12 @@ from ._errors import (
     CorruptCheckpointError,
     StorageError,
 )
+from ._pending import PendingSave
 from ._sync import Checkpoint, SyncCheckpoint
 
 for _error in (
+    AsyncPendingSave,
+    PendingSave,
     CheckpointClosedError,
     CheckpointError,
     CheckpointNotFoundError,
@@ -26,11 +30,13 @@ __version__ = "0.1.0"
 
 __all__ = (
     "AsyncCheckpoint",
+    "AsyncPendingSave",
     "Checkpoint",
     "CheckpointClosedError",
     "CheckpointError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "PendingSave",
     "StorageError",
     "SyncCheckpoint",
     "TransferConfig",

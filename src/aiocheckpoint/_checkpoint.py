@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import tempfile
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,12 +18,15 @@ from anyio import CapacityLimiter
 from anyio.lowlevel import EventLoopToken, current_token
 
 from . import _scan
+from ._background import AsyncPendingSave, Background, report_lost
 from ._catalog import Catalog
 from ._commit import Save
 from ._config import TransferConfig, check_positive
 from ._engine import Engine, Upload
 from ._errors import CheckpointClosedError, CheckpointError
 from ._restore import restore_into
+from ._snapshot import Snapshot, copied_bytes, snapshot
+from ._upload import check_key_lengths
 from .storage import Location, S3Options, Storage, Storages, check_available, parse_location
 
 PathLike = str | os.PathLike[str]
@@ -91,6 +95,8 @@ class AsyncCheckpoint:
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
+        self._stack = AsyncExitStack()
+        self._background = Background(str(self._dest), self._threads)
         for location in (self._dest, self._src):
             if location is not None:
                 check_available(location)
@@ -106,25 +112,50 @@ class AsyncCheckpoint:
         await self._storage(self._dest)
         if self._src is not None:
             await self._storage(self._src)
+        tasks = await self._stack.enter_async_context(anyio.create_task_group())
+        self._background.tasks = tasks
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+    async def __aexit__(self, *exc: Any) -> None:
+        """Close; a pending background save is finished first (see :meth:`aclose`). When
+        the block ends with an exception, that exception goes on, and a failure of the
+        pending save is logged at ERROR and added to it as a note."""
+        try:
+            await self.aclose()
+        except Exception as error:
+            if exc[1] is None:
+                raise
+            report_lost(error, exc[1], str(self._dest))
+        finally:
+            self._background.tasks = None
+            await self._stack.__aexit__(*exc)
 
     async def aclose(self) -> None:
-        """Close the storage clients and remove the private restore folder. Idempotent."""
+        """Finish the pending background save, close the storage clients and remove the
+        private restore folder. Idempotent. Cancelled while the save is pending, it
+        cancels the save (nothing is committed).
+
+        :raises Exception: the pending save's error, unless already reported.
+        """
         if self._closed:
             return
         self._closed = True
-        with anyio.CancelScope(shield=True):
-            # Let saves and restores under way (from other threads, or tasks) finish first.
-            async with self._save_lock, self._restore_lock:
-                pass
-            self._opened.clear()
-            await self._storages.aclose()
-            if self._tmpdir is not None:
-                await self._thread(shutil.rmtree, self._tmpdir, True)
-                self._tmpdir = None
+        error = None
+        try:
+            async with self._save_lock:
+                error = await self._background.settle(raising=False)
+        finally:
+            with anyio.CancelScope(shield=True):
+                # Let saves and restores under way (from other threads, or tasks) finish first.
+                async with self._save_lock, self._restore_lock:
+                    pass
+                self._opened.clear()
+                await self._storages.aclose()
+                if self._tmpdir is not None:
+                    await self._thread(shutil.rmtree, self._tmpdir, True)
+                    self._tmpdir = None
+        if error is not None:
+            raise error
 
     def _check_closed(self) -> None:
         if self._closed:
@@ -260,8 +291,55 @@ class AsyncCheckpoint:
 
     async def _save(self, items: list[Upload]) -> None:
         async with self._save_lock:
+            await self._background.settle()
             store = await self._storage(self._dest)
             await Save(store, self._engine, self._catalog, self._keep, items).run()
+
+    # -- background saves --------------------------------------------------------
+
+    async def start_save(self, cp: PathLike | BinaryIO | io.IOBase) -> AsyncPendingSave:
+        """:meth:`save` in the background: returns once ``cp`` is snapshotted, while the
+        upload and commit go on. The caller may then change or delete the files.
+
+        Needs ``async with``: the save runs in the checkpoint's task group. One background
+        save at a time: a save while one is pending waits for it first.
+
+        :return: the handle to wait for, or cancel, the save.
+        :raises RuntimeError: the checkpoint is not used with ``async with``.
+        :raises CheckpointError: the previous background save failed and nothing reported
+            it yet (this call then did nothing); or the staging folder is full.
+        :raises: as :meth:`save`, for ``cp``.
+        """
+        self._check_open()
+        self._background.check(self)
+        async with self._save_lock:
+            await self._background.settle()
+            items = await _scan.uploads(cp, self._threads)
+            store = await self._storage(self._dest)
+            check_key_lengths(store, items)
+            snap = await snapshot(items, self._engine.config, self._threads)
+            return self._start(store, snap)
+
+    async def start_write(self, b: bytes | bytearray | memoryview) -> AsyncPendingSave:
+        """:meth:`write` in the background: ``bytes`` are stored as given, anything else
+        is copied first. See :meth:`start_save`.
+
+        :raises TypeError: ``b`` is not bytes-like.
+        """
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"start_write() takes bytes, bytearray or memoryview, not {type(b).__name__}"
+            )
+        self._check_open()
+        self._background.check(self)
+        async with self._save_lock:
+            await self._background.settle()
+            store = await self._storage(self._dest)
+            return self._start(store, Snapshot([Upload(self.TMP_DST_PATH, copied_bytes(b))], None))
+
+    def _start(self, store: Storage, snap: Snapshot) -> AsyncPendingSave:
+        save = Save(store, self._engine, self._catalog, self._keep, snap.items)
+        return self._background.start(save, snap)
 
 
 def _check_botocore_config(config: Any) -> None:

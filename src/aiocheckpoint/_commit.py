@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import anyio.lowlevel
+
 from . import _manifest as mf
 from ._catalog import Catalog
 from ._collect import CLEANUP_SECONDS, Survey, collect, discard
@@ -31,6 +33,8 @@ class Save:
         self._keep = keep
         self._items = items
         self._folders: list[str] = []  # every data folder this save wrote into
+        self.committing = False  # past the last point where cancelling stops the commit
+        self.committed: int | None = None  # the version committed
         self._started = time.monotonic()
 
     async def run(self) -> None:
@@ -109,7 +113,10 @@ class Save:
         manifest = mf.Manifest(
             (base.version if base else 0) + 1, files, packs=mf.packs_of(files, sizes)
         )
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self.committing = True
         await publish(store, self._catalog, manifest, uploaded.folder)
+        self.committed = manifest.version
         await collect(store, self._catalog, manifest, manifests, survey, self._keep)
         sent = [s for s in uploaded.stored if not s.unchanged]
         log.info(

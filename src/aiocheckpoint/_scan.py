@@ -165,12 +165,14 @@ async def changed(
     those it does (size and CRC-32, never the modification time). Streams can be read
     once only: they carry what to compare with into the engine."""
     files = [
-        (u.name, u.source, Stored(e.size, e.crc))
+        (u, Stored(e.size, e.crc))
         for u in items
         if isinstance(u.source, Path) and (e := old.get(u.name)) is not None and u.size == e.size
     ]
-    same = await _unchanged([(str(path), known) for _, path, known in files], threads)
-    kept = {name for (name, _, _), unchanged in zip(files, same, strict=True) if unchanged}
+    unknown = [(str(u.source), known) for u, known in files if u.crc is None]
+    same = iter(await _unchanged(unknown, threads))
+    # a snapshot's CRC-32 was read while copying: nothing to read again
+    kept = {u.name for u, known in files if (next(same) if u.crc is None else u.crc == known.crc)}
     rest = [
         dataclasses.replace(u, previous=Stored(e.size, e.crc))
         if not isinstance(u.source, Path) and (e := old.get(u.name)) is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import io
+import logging
 import os
 import threading
 import weakref
@@ -17,11 +18,14 @@ from typing import Any, BinaryIO, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
+from ._background import AsyncPendingSave, report_lost
 from ._checkpoint import AsyncCheckpoint, PathLike
 from ._config import TransferConfig
 from ._errors import CheckpointClosedError, CheckpointError
+from ._pending import LIVE, PendingSave, arm_exit_hook, close_quietly, wait
 
 T = TypeVar("T")
+log = logging.getLogger("aiocheckpoint")
 
 
 class Checkpoint(abc.ABC):
@@ -69,6 +73,8 @@ class _Loop:
             raise
         self.closed = False
         self._lock = threading.Lock()
+        self.pending: AsyncPendingSave | None = None  # the last background save started
+        LIVE.add(self)
 
     @classmethod
     def _main(cls, ready: Future[BlockingPortal]) -> None:
@@ -94,6 +100,8 @@ class _Loop:
             self._thread.join()
 
     def close(self) -> None:
+        """Finish the pending background save (Ctrl-C cancels it), close the checkpoint,
+        stop the loop. Raises the save's error if nothing reported it."""
         if os.getpid() != self.pid:
             return  # a forked child: this loop's thread lives in the parent only
         with self._lock:
@@ -101,11 +109,26 @@ class _Loop:
                 return
             self.closed = True
         try:
-            self._cm.__exit__(None, None, None)
-        except RuntimeError:
-            pass  # garbage-collected on the loop thread itself: nothing to do from here
+            if threading.current_thread() is not self._thread:
+                self.run(self.checkpoint.aclose)
         finally:
-            self._stop()
+            try:
+                self._cm.__exit__(None, None, None)
+            except RuntimeError:
+                pass  # garbage-collected on the loop thread itself: nothing to do from here
+            finally:
+                self._stop()
+
+    def finish_pending(self) -> None:
+        """At exit: finish the pending background save, logging a failure at ERROR."""
+        handle = self.pending
+        if handle is None or handle.done() or self.closed or os.getpid() != self.pid:
+            return
+        log.info("finishing the background save to %s before exit", handle.dest)
+        try:
+            wait(self, handle, None)
+        except Exception as exc:
+            log.error("background save to %s failed: %s", handle.dest, exc, exc_info=exc)
 
     def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
         done = threading.Event()
@@ -170,7 +193,7 @@ class SyncCheckpoint(Checkpoint):
         self._closed = False
         # A forgotten close() runs when the object is collected or at exit. The loop thread
         # is a daemon (so are the worker threads it starts): exit never waits for it.
-        self._finalizer = weakref.finalize(self, self._loop.close)
+        self._finalizer = weakref.finalize(self, close_quietly, self._loop)
 
     def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""
@@ -193,13 +216,26 @@ class SyncCheckpoint(Checkpoint):
     def __enter__(self) -> SyncCheckpoint:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, *exc: Any) -> None:
+        """Close; a pending background save is finished first (Ctrl-C cancels it). When
+        the block ends with an exception, that exception goes on, and a failure of the
+        pending save is logged at ERROR and added to it as a note."""
+        try:
+            self.close()
+        except Exception as error:
+            if exc[1] is None:
+                raise
+            report_lost(error, exc[1], str(self._loop.pending and self._loop.pending.dest))
 
     def close(self) -> None:
-        """Close the storage clients, the private loop and the restore folder. Idempotent."""
+        """Finish the pending background save, then close the storage clients, the
+        private loop and the restore folder. Idempotent.
+
+        :raises Exception: the pending save's error, unless already reported.
+        """
         self._closed = True
-        self._finalizer()
+        self._finalizer.detach()
+        self._loop.close()
 
     def prev_exists(self) -> bool:
         self._check_usable()
@@ -216,6 +252,31 @@ class SyncCheckpoint(Checkpoint):
 
     def write(self, b: bytes | bytearray | memoryview) -> None:
         return self._run(AsyncCheckpoint.write, b)
+
+    def start_save(self, cp: PathLike | BinaryIO | io.IOBase) -> PendingSave:
+        """:meth:`save` in the background: returns once ``cp`` is snapshotted, while the
+        upload and commit go on; the caller may then change or delete the files. One
+        background save at a time: a save while one is pending waits for it first.
+
+        :return: the handle to wait for, or cancel, the save.
+        :raises CheckpointError: the previous background save failed and nothing reported
+            it yet (this call then did nothing); or the staging folder is full.
+        :raises: as :meth:`save`, for ``cp``.
+        """
+        return self._started(self._run(AsyncCheckpoint.start_save, cp))
+
+    def start_write(self, b: bytes | bytearray | memoryview) -> PendingSave:
+        """:meth:`write` in the background: ``bytes`` are stored as given, anything else
+        is copied first. See :meth:`start_save`.
+
+        :raises TypeError: ``b`` is not bytes-like.
+        """
+        return self._started(self._run(AsyncCheckpoint.start_write, b))
+
+    def _started(self, handle: AsyncPendingSave) -> PendingSave:
+        self._loop.pending = handle
+        arm_exit_hook()
+        return PendingSave(self, self._loop, handle)
 
 
 for _name in ("prev_exists", "restore", "save", "read", "write"):

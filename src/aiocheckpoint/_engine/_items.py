@@ -36,6 +36,11 @@ class Upload:
     #: out to be that content (same size and CRC-32) is not stored again. (Files are
     #: checked before they reach the engine.)
     previous: Stored | None = None
+    #: For a file snapshotted by a background save: its CRC-32, read while copying (the
+    #: unchanged-files check then reads nothing), and where its bytes start in
+    #: ``source`` (small files share one staging file; such an item always goes in a pack).
+    crc: int | None = None
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)

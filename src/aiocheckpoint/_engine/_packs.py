@@ -23,11 +23,13 @@ GAP = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """One file's bytes in a buffer: the file, where they start, how many."""
+    """One file's bytes in a buffer: the file, where they start, how many, and where
+    they start in the file."""
 
     path: str
     offset: int
     size: int
+    at: int = 0
 
 
 def read_pieces(view: memoryview, pieces: Sequence[Piece]) -> list[int]:
@@ -35,7 +37,7 @@ def read_pieces(view: memoryview, pieces: Sequence[Piece]) -> list[int]:
 
     :raises CheckpointError: a file holds fewer bytes than it did when listed.
     """
-    return [read_exactly(p.path, 0, view[p.offset : p.offset + p.size]) for p in pieces]
+    return [read_exactly(p.path, p.at, view[p.offset : p.offset + p.size]) for p in pieces]
 
 
 def write_pieces(view: memoryview, pieces: Sequence[Piece]) -> list[tuple[int, int]]:

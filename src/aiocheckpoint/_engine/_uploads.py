@@ -61,6 +61,7 @@ class Uploader:
             i for i, u in enumerate(items) if most and isinstance(u.source, Path) and u.size <= most
         ]
         rest = sorted(set(range(len(items))).difference(packed))
+        assert not any(items[i].offset for i in rest), "a file in a staging file goes in a pack"
         sizes = [
             u.size if isinstance(u.source, Path) and u.size <= small else None
             for u in (items[i] for i in rest)
@@ -83,6 +84,11 @@ class Uploader:
                     await tg.start(self._parts, first, where[0], results)
         stored = [r for r in results if r is not None]
         assert len(stored) == len(items), "an upload ended without a result or an error"
+        for u, s in zip(items, stored, strict=True):
+            if u.crc is not None and not s.unchanged and s.crc != u.crc:
+                raise CheckpointError(
+                    f"{u.name}: its snapshot {u.source} changed before it was stored"
+                )
         return stored
 
     def _key(self, item: Upload) -> str:
@@ -118,7 +124,7 @@ class Uploader:
         groups side by side, then stored with one PUT."""
         offsets = list(accumulate((u.size for u in batch), initial=0))
         starts = zip(batch, offsets[:-1], strict=True)
-        pieces = [Piece(str(u.source), at, u.size) for u, at in starts]
+        pieces = [Piece(str(u.source), at, u.size, u.offset) for u, at in starts]
         total = offsets[-1]
         crcs = [0] * len(pieces)
         async with self._limits.permit(1, total):
