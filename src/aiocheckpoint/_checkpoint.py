@@ -128,7 +128,9 @@ class AsyncCheckpoint:
             report_lost(error, exc[1], str(self._dest))
         finally:
             self._background.tasks = None
-            await self._stack.__aexit__(*exc)
+            # Not the block's exception: the task group would wrap it in a group. Its one
+            # task, the pending save, has ended: aclose() waited for it.
+            await self._stack.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
         """Finish the pending background save, close the storage clients and remove the
