@@ -82,6 +82,26 @@ def test_training_loop_starts_fresh_in_an_empty_checkpoint_folder(tmp_path: Path
     assert read_training_state(tmp_path / "checkpoints", tmp_path)[1]["step"] == 5
 
 
+def test_background_training_resumes_from_its_last_committed_checkpoint(tmp_path: Path) -> None:
+    first = run("examples/background_training.py", "--stop-at", "7", cwd=tmp_path)
+    assert "starting fresh" in first
+    assert "step   5  checkpoint started" in first
+    assert "the last checkpoint is version 1" in first  # leaving the block finished it
+
+    second = run("examples/background_training.py", cwd=tmp_path)
+    assert "resumed from step 5" in second
+    assert "step   6  loss" in second and "step   5  loss" not in second
+    assert "the last checkpoint is version 4" in second
+    with SyncCheckpoint(tmp_path / "checkpoints", tmp_path / "checkpoints") as checkpoint:
+        restored = checkpoint.restore()
+        assert json.loads((restored / "trainer.json").read_text())["step"] == 20
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    done = run("examples/background_training.py", "elsewhere", cwd=straight)
+    assert done.splitlines()[-1] == second.splitlines()[-1]  # the same final weights
+
+
 def test_async_pipeline_restores_every_shard(tmp_path: Path) -> None:
     out = run("examples/async_pipeline.py", cwd=tmp_path)
     assert "verified 8 shards" in out
