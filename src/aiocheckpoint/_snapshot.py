@@ -132,7 +132,7 @@ class _Copier:
         side; either way its CRC-32 is read from the copy."""
         source, size = str(staged[i].source), staged[i].size
         target = str(self._folder / f"f{i}")
-        cloned = self._clones and await self._thread(self._clone, source, target)
+        cloned = self._clones and await self._thread(self._clone, source, target, size)
         if not cloned:
             await self._thread(_create, target, size)
         crcs: list[tuple[int, int]] = [(0, 0)] * -(-size // RANGE)
@@ -155,16 +155,17 @@ class _Copier:
     ) -> None:
         crcs[n] = (await self._thread(work, source, target, start, length), length)
 
-    def _clone(self, source: str, target: str) -> bool:
+    def _clone(self, source: str, target: str, size: int) -> bool:
         import fcntl
 
         with open(source, "rb") as src, open(target, "wb") as dst:
             try:
                 fcntl.ioctl(dst.fileno(), _FICLONE or 0, src.fileno())
-                return True
             except OSError:  # not this file system (or not across two): copy instead
                 self._clones = False
                 return False
+            dst.truncate(size)  # as a copy would be, if the file grew since it was listed
+            return True
 
     async def stream(self, i: int, staged: list[Upload]) -> None:
         """A file object, read from where it stands to its end."""
@@ -183,21 +184,21 @@ def _copy_range(source: str, target: str, start: int, length: int) -> int:
     """Copy ``length`` bytes at ``start``; their CRC-32."""
     fd = os.open(target, os.O_WRONLY)
     try:
-        return _read_range(source, start, length, partial(pwrite_all, fd))
+        return _read_range(source, start, length, partial(pwrite_all, fd), source)
     finally:
         os.close(fd)
 
 
 def _crc_range(source: str, target: str, start: int, length: int) -> int:
     """The CRC-32 of ``length`` bytes of the clone ``target`` at ``start``."""
-    return _read_range(target, start, length, None)
+    return _read_range(target, start, length, None, source)
 
 
-def _read_range(path: str, start: int, length: int, write: Any) -> int:
+def _read_range(path: str, start: int, length: int, write: Any, source: str) -> int:
     """Read ``length`` bytes of ``path`` at ``start``, handing each buffer to ``write``
     (with its offset); their CRC-32.
 
-    :raises CheckpointError: the file is shorter than when it was listed.
+    :raises CheckpointError: the file ``source`` is shorter than when it was listed.
     """
     crc = 0
     with open(path, "rb", buffering=0) as f, memoryview(bytearray(min(length, _BUFFER))) as buf:
@@ -205,7 +206,7 @@ def _read_range(path: str, start: int, length: int, write: Any) -> int:
         for at in range(start, start + length, len(buf)):
             view = buf[: min(len(buf), start + length - at)]
             if fill(f.readinto, view) != len(view):
-                raise CheckpointError(f"{path} changed while being snapshotted (it is shorter)")
+                raise CheckpointError(f"{source} changed while being snapshotted (it is shorter)")
             crc = crc32(view, crc)
             if write is not None:
                 write(view, at)

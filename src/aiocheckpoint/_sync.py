@@ -129,6 +129,8 @@ class _Loop:
             wait(self, handle, None)
         except Exception as exc:
             log.error("background save to %s failed: %s", handle.dest, exc, exc_info=exc)
+        except KeyboardInterrupt:  # Ctrl-C at exit: wait() cancelled the save
+            log.error("background save to %s cancelled at exit by Ctrl-C", handle.dest)
 
     def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
         done = threading.Event()
