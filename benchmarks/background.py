@@ -28,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from statistics import median
+from typing import TypeVar
 from unittest.mock import patch
 
 import aiobotocore.session  # noqa: F401  (imported before any timer, as the runners do)
@@ -61,6 +63,7 @@ LABELS = [
     "(c) read + CRC-32 only (the floor)",
 ]
 Python = tuple[str, dict[str, str], str]  # interpreter, environment, what it has
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Bench:
     failures: list[str] = field(default_factory=list)
     verified: int = 0
     seconds: dict[str, list[float]] = field(default_factory=dict)  # part 2: s/GiB per kind
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # part 2: CPU s/GiB per kind
     staging: list[int] = field(default_factory=list)  # bytes allocated when start_save returned
     left: list[int] = field(default_factory=list)  # files in the staging folder after the save
     rss: list[int] = field(default_factory=list)  # peak RSS growth during start_save
@@ -217,9 +221,17 @@ def allocated(folder: Path) -> tuple[int, int]:
     return sum(p.stat().st_blocks * 512 for p in paths), len(paths)
 
 
-def snapshot_run(b: Bench, files: Path, staging: Path, dest: Path) -> float:
-    """(a): seconds of ``start_save`` returning; staging space and RSS noted; the save is
-    waited for (untimed) before the next run."""
+def clock(fn: Callable[..., T], *args: object) -> tuple[float, float, T]:
+    """Wall-clock and CPU seconds (every thread of this process) of ``fn(*args)``, and
+    what it returned (freed by the caller, outside the measurement)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def snapshot_run(b: Bench, files: Path, staging: Path, dest: Path) -> tuple[float, float]:
+    """(a): ``start_save`` returning; staging space and RSS noted; the save is waited for
+    (untimed) before the next run."""
     shutil.rmtree(dest, ignore_errors=True)
     # tempfile reads TMPDIR once, so its cached folder is set too
     with (
@@ -229,14 +241,12 @@ def snapshot_run(b: Bench, files: Path, staging: Path, dest: Path) -> float:
         with SyncCheckpoint(dest) as cp:
             before = memory("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM = VmRSS from here
-            start = time.perf_counter()
-            handle = cp.start_save(files)
-            seconds = time.perf_counter() - start
+            wall, cpu, handle = clock(cp.start_save, files)
             b.rss.append(memory("VmHWM") - before)
             b.staging.append(allocated(staging)[0])
             handle.wait()
     b.left.append(allocated(staging)[1])
-    return seconds
+    return wall, cpu
 
 
 def read_into_memory(paths: list[Path]) -> list[bytearray]:
@@ -275,13 +285,14 @@ def snapshot_cost(b: Bench) -> str:
         read_and_crc(paths)  # into the page cache
         kinds = {
             "a": lambda: snapshot_run(b, files, staging, base / "dest"),
-            "b": lambda: timed(read_into_memory, paths),
-            "c": lambda: timed(read_and_crc, paths),
+            "b": lambda: clock(read_into_memory, paths)[:2],
+            "c": lambda: clock(read_and_crc, paths)[:2],
         }
         for number in range(a.snapshot_runs):
             for kind in list(kinds)[number % 3 :] + list(kinds)[: number % 3]:
-                seconds = kinds[kind]()
-                b.seconds.setdefault(kind, []).append(seconds * GiB / (a.files * a.file_size))
+                wall, cpu = kinds[kind]()
+                b.seconds.setdefault(kind, []).append(wall * GiB / (a.files * a.file_size))
+                b.cpu.setdefault(kind, []).append(cpu * GiB / (a.files * a.file_size))
             each = ", ".join(f"({k}) {b.seconds[k][-1]:.3f}" for k in kinds)
             b.say(f"snapshot run {number + 1}: {each} s/GiB")
         stat = ["stat", "-f", "-c", "%T", str(staging)]
@@ -385,12 +396,16 @@ def render(b: Bench, t: float, ran: dict[str, str], where: str, head: list[str])
         "",
         f"{a.files} x {a.file_size // MiB} MiB files ({size / GiB:.2f} GiB) in the page cache; "
         f"staging folder: {where}. Seconds per GiB, median and min–max of {a.snapshot_runs} "
-        "runs, the order of the three rotated between runs. (b) and (c) run in one thread.",
+        "runs, the order of the three rotated between runs. (b) and (c) run in one thread; "
+        "start_save copies in its worker threads. CPU: this process's CPU time, every "
+        "thread, over the same span.",
         "",
     ]
-    runs = [b.seconds.get(k, []) for k in "abc"]
-    rows = [[label, *timing(r, 3), len(r)] for label, r in zip(LABELS, runs, strict=True)]
-    out += table(["measurement", "s / GiB", "min–max", "runs"], rows)
+    rows = []
+    for label, kind in zip(LABELS, "abc", strict=True):
+        runs, cpu = b.seconds.get(kind, []), b.cpu.get(kind, [])
+        rows.append([label, *timing(runs, 3), *timing(cpu, 3), len(runs)])
+    out += table(["measurement", "s / GiB", "min–max", "CPU s / GiB", "min–max", "runs"], rows)
     if b.staging:
         out += [
             "",
