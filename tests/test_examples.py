@@ -185,3 +185,38 @@ def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
     assert re.search(
         r"^\| sync \| changed small \| 20 ms \| [\d.]+ \| [\d.]+ \| 0\.\d\d \|$", text, re.M
     )
+
+
+def test_background_benchmark_quick_times_every_mode(tmp_path: Path) -> None:
+    results = tmp_path / "background.md"
+    venvs = ROOT / "benchmarks" / ".venvs"
+    had_venvs = venvs.exists()
+    flytekit = (venvs / "flytekit" / "bench-requirements.txt").exists()  # used if it exists
+    out = run(
+        "benchmarks/background.py",
+        "--quick",
+        "--out",
+        str(results),
+        cwd=tmp_path,
+        env=without_s3_endpoint(),
+    )
+    assert f"results written to {results}" in out
+    assert had_venvs or not venvs.exists()  # quick mode makes no virtualenv
+    text = results.read_text()
+    assert "FAILURES" not in text
+    blocked = r"\d+\.\d{3} \| \d+\.\d{3}–\d+\.\d{3} \| \d+\.\d{3}"  # median | min–max | / T
+    total = r"\d+\.\d\d \| \d+\.\d\d–\d+\.\d\d \| \d+\.\d\d"  # median | min–max | / none
+    for interval in ("1 x T", "2 x T"):
+        none = rf"^\| {interval} \| none \|  \|  \|  \| {total} \| 0 \| 1 \|$"  # no blocked
+        assert re.search(none, text, re.M), interval
+        for mode in ["save", "start_save"] + ["flytekit"] * flytekit:
+            row = rf"^\| {interval} \| {mode} \| {blocked} \| {total} \| 4 \| 1 \|$"
+            assert re.search(row, text, re.M), (interval, mode)
+    assert ("| flytekit |" in text) == flytekit
+    assert re.search(r"^- PASS: restore check: 4 of 4 aiocheckpoint loops restored", text, re.M)
+    for kind in "abc":
+        cells = r"\d+\.\d{3} \| \d+\.\d{3}–\d+\.\d{3}"  # median | min–max
+        row = rf"^\| \({kind}\) [^|]+ \| {cells} \| {cells} \| 2 \|$"  # seconds, CPU, runs
+        assert re.search(row, text, re.M), kind
+    assert re.search(r"^- staging disk used when start_save returned: 8\.0 MiB", text, re.M)
+    assert "files left in the staging folder once the save ended: 0" in text
