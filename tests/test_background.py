@@ -503,3 +503,19 @@ def test_small_files_are_packed_from_their_snapshot(location, tmp_path):
     packs = {e["object"] for e in location.manifest(dest)["files"].values()}
     assert 1 < len(packs) < 20
     assert restore_sync(dest, tmp_path / "out") == files
+
+
+def test_a_file_bigger_than_one_copy_range_is_snapshotted_whole(tmp_path, staging):
+    dest = str(tmp_path / "cp")
+    big = tmp_path / "m" / "big.bin"
+    big.parent.mkdir()
+    data = bytes(range(256)) * (65 * MiB // 256) + b"tail"  # over the 64 MiB of one range
+    big.write_bytes(data)
+    with SyncCheckpoint(dest) as cp:
+        handle = cp.start_save(big.parent)
+        with open(big, "r+b") as f:
+            f.seek(64 * MiB)
+            f.write(b"changed in the second range")
+        handle.wait()
+    assert staging() == []
+    assert restore_sync(dest, tmp_path / "out") == {"big.bin": data}

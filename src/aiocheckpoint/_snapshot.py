@@ -76,17 +76,24 @@ async def snapshot(
     small = [
         i for i, u in enumerate(items) if isinstance(u.source, Path) and most and u.size <= most
     ]
-    groups = batches([items[i].size for i in small], THREAD_FILES, THREAD_BYTES)
     bundled = set(small)
+    whole = [
+        i
+        for i, u in enumerate(items)
+        if isinstance(u.source, Path) and i not in bundled and u.size <= RANGE
+    ]
     try:
         async with task_group() as tg:
+            groups = batches([items[i].size for i in small], THREAD_FILES, THREAD_BYTES)
             for n, group in enumerate(groups):
                 tg.start_soon(copy.bundle, n, [small[j] for j in group], staged)
+            for group in batches([items[i].size for i in whole], THREAD_FILES, RANGE):
+                tg.start_soon(copy.files, [whole[j] for j in group], staged)
             for i, u in enumerate(items):
                 if not isinstance(u.source, Path):
                     tg.start_soon(copy.stream, i, staged)
-                elif i not in bundled:
-                    tg.start_soon(copy.file, i, staged)
+                elif u.size > RANGE:
+                    tg.start_soon(copy.ranges, i, staged)
     except BaseException as exc:
         await Snapshot([], folder).remove(threads)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -127,9 +134,30 @@ class _Copier:
         for i, piece, crc in zip(where, pieces, crcs, strict=True):
             staged[i] = replace(staged[i], source=Path(target), crc=crc, offset=piece.offset)
 
-    async def file(self, i: int, staged: list[Upload]) -> None:
-        """One file: a clone if the file system makes one, else a copy by ranges side by
-        side; either way its CRC-32 is read from the copy."""
+    async def files(self, where: list[int], staged: list[Upload]) -> None:
+        """Files of at most :data:`RANGE` bytes, each to a staging file of its own, in one
+        worker-thread call."""
+        jobs = [(str(staged[i].source), str(self._folder / f"f{i}"), staged[i].size) for i in where]
+        crcs = await self._thread(self._copy_files, jobs)
+        for i, (_, target, _), crc in zip(where, jobs, crcs, strict=True):
+            staged[i] = replace(staged[i], source=Path(target), crc=crc)
+
+    def _copy_files(self, jobs: list[tuple[str, str, int]]) -> list[int]:
+        with memoryview(bytearray(_BUFFER)) as buffer:
+            return [self._copy_file(*job, buffer) for job in jobs]
+
+    def _copy_file(self, source: str, target: str, size: int, buffer: memoryview) -> int:
+        """A clone if the file system makes one, else a copy; the CRC-32 of the bytes."""
+        if self._clones and self._clone(source, target, size):
+            return _read_range(source, 0, size, None, source, buffer)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            return _read_range(source, 0, size, partial(pwrite_all, fd), source, buffer)
+        finally:
+            os.close(fd)
+
+    async def ranges(self, i: int, staged: list[Upload]) -> None:
+        """A big file: a clone, or a copy by ranges side by side."""
         source, size = str(staged[i].source), staged[i].size
         target = str(self._folder / f"f{i}")
         cloned = self._clones and await self._thread(self._clone, source, target, size)
@@ -190,18 +218,24 @@ def _copy_range(source: str, target: str, start: int, length: int) -> int:
 
 
 def _crc_range(source: str, target: str, start: int, length: int) -> int:
-    """The CRC-32 of ``length`` bytes of the clone ``target`` at ``start``."""
-    return _read_range(target, start, length, None, source)
+    """The CRC-32 of ``length`` bytes at ``start`` of a file just cloned: read from the
+    source, whose pages are in memory where the clone's are not. Had it changed since, the
+    upload would find the clone's CRC-32 different, and fail."""
+    return _read_range(source, start, length, None, source)
 
 
-def _read_range(path: str, start: int, length: int, write: Any, source: str) -> int:
-    """Read ``length`` bytes of ``path`` at ``start``, handing each buffer to ``write``
-    (with its offset); their CRC-32.
+def _read_range(
+    path: str, start: int, length: int, write: Any, source: str, buf: memoryview | None = None
+) -> int:
+    """Read ``length`` bytes of ``path`` at ``start`` through ``buf`` (default: a new
+    one), handing each bufferful to ``write`` (with its offset); their CRC-32.
 
     :raises CheckpointError: the file ``source`` is shorter than when it was listed.
     """
+    if buf is None:
+        buf = memoryview(bytearray(min(length, _BUFFER)))
     crc = 0
-    with open(path, "rb", buffering=0) as f, memoryview(bytearray(min(length, _BUFFER))) as buf:
+    with open(path, "rb", buffering=0) as f:
         f.seek(start)
         for at in range(start, start + length, len(buf)):
             view = buf[: min(len(buf), start + length - at)]
