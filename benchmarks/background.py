@@ -295,8 +295,9 @@ def snapshot_cost(b: Bench) -> str:
                 b.cpu.setdefault(kind, []).append(cpu * GiB / (a.files * a.file_size))
             each = ", ".join(f"({k}) {b.seconds[k][-1]:.3f}" for k in kinds)
             b.say(f"snapshot run {number + 1}: {each} s/GiB")
-        stat = ["stat", "-f", "-c", "%T", str(staging)]
-        kind = subprocess.run(stat, capture_output=True, text=True).stdout.strip() or "?"
+        # findmnt names ext4 (stat -f says "ext2/ext3", their shared magic number)
+        mount = ["findmnt", "-n", "-o", "FSTYPE", "--target", str(staging)]
+        kind = subprocess.run(mount, capture_output=True, text=True).stdout.strip() or "?"
         return f"{'--staging DIR' if a.staging else 'the default temp folder'} ({kind})"
     finally:
         shutil.rmtree(base, ignore_errors=True)
