@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -49,3 +52,24 @@ async def cancelled_while_held(
             assert await held_at_once(hold, count) == count
             tg.cancel_scope.cancel()
     control.reset()
+
+
+def interrupted_when_held(hold: Hold, args: list[str], env: dict[str, str]) -> tuple[str, str, int]:
+    """Run ``python -c *args`` and send it SIGINT (Ctrl-C) once the server holds one of its
+    requests; its stdout, stderr and exit code."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hold.wait_for(1, timeout=120), "the child never sent the request held"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    return out, err, child.returncode

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _holds import interrupted_when_held
 from _s3server import match
 from _trees import read_tree, restore_all, write_tree
 from _trees import restore_all_sync as restore_sync
@@ -335,30 +336,16 @@ cp.close()
 
 
 def test_ctrl_c_during_wait_cancels_the_save(s3_control, s3, bucket, tmp_path, child_env):
-    import signal
-
     dest = f"s3://{bucket}/cp"
     with SyncCheckpoint(dest) as cp:
         cp.write(b"version 1")
     model(tmp_path / "m", 5)
     hold = s3_control.hold(PART)
-    child = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, dest, str(tmp_path / "m")],
-        env=child_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    out, err, code = interrupted_when_held(
+        hold, [CTRL_C_CHILD, dest, str(tmp_path / "m")], child_env
     )
-    try:
-        assert hold.wait_for(1, timeout=120), "the child never reached UploadPart"
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
     assert out.split() == ["started", "KeyboardInterrupt", "True"], (out, err[-3000:])
-    assert child.returncode == 0, err[-3000:]
+    assert code == 0, err[-3000:]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     s3_control.reset()
     assert restore_sync(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}

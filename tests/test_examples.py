@@ -147,21 +147,19 @@ def test_s3_example_says_what_to_install_when_moto_is_missing(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
-def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
+def quick(script: str, tmp_path: Path) -> str:
+    """Run a benchmark with ``--quick``; the results it wrote. It makes no virtualenv."""
     results = tmp_path / "results.md"
     venvs = ROOT / "benchmarks" / ".venvs"
     had_venvs = venvs.exists()
-    out = run(
-        "benchmarks/bench.py",
-        "--quick",
-        "--out",
-        str(results),
-        cwd=tmp_path,
-        env=without_s3_endpoint(),
-    )
+    out = run(script, "--quick", "--out", str(results), cwd=tmp_path, env=without_s3_endpoint())
     assert f"results written to {results}" in out
-    assert had_venvs or not venvs.exists()  # quick mode makes no virtualenv
-    text = results.read_text()
+    assert had_venvs or not venvs.exists()
+    return results.read_text()
+
+
+def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
+    text = quick("benchmarks/bench.py", tmp_path)
     assert "FAILED" not in text
     tools = ["aiocheckpoint Sync", "aiocheckpoint Async", "boto3 loop", "s3transfer c=32"]
     for tool in tools:  # the peers need no virtualenv: boto3 and s3transfer come with moto
@@ -188,21 +186,9 @@ def test_benchmark_quick_times_and_verifies_every_tool(tmp_path: Path) -> None:
 
 
 def test_background_benchmark_quick_times_every_mode(tmp_path: Path) -> None:
-    results = tmp_path / "background.md"
     venvs = ROOT / "benchmarks" / ".venvs"
-    had_venvs = venvs.exists()
     flytekit = (venvs / "flytekit" / "bench-requirements.txt").exists()  # used if it exists
-    out = run(
-        "benchmarks/background.py",
-        "--quick",
-        "--out",
-        str(results),
-        cwd=tmp_path,
-        env=without_s3_endpoint(),
-    )
-    assert f"results written to {results}" in out
-    assert had_venvs or not venvs.exists()  # quick mode makes no virtualenv
-    text = results.read_text()
+    text = quick("benchmarks/background.py", tmp_path)
     assert "FAILURES" not in text
     blocked = r"\d+\.\d{3} \| \d+\.\d{3}–\d+\.\d{3} \| \d+\.\d{3}"  # median | min–max | / T
     total = r"\d+\.\d\d \| \d+\.\d\d–\d+\.\d\d \| \d+\.\d\d"  # median | min–max | / none

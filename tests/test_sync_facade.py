@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from _holds import interrupted_when_held
 from _s3server import match
 from _trees import read_tree
 from _trees import restore_all_sync as restore_all
@@ -161,23 +162,9 @@ def test_ctrl_c_during_blocking_save_aborts_cleanly(s3_control, s3, bucket, tmp_
     big.write_bytes(random.Random(5).randbytes(12 * MiB))
     hold = s3_control.hold(match("PUT", param="partNumber"))
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", CTRL_C_CHILD, dest, str(big)],
-        env=child_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert hold.wait_for(1, timeout=120), "the child never reached UploadPart"
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=120)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
+    out, err, code = interrupted_when_held(hold, [CTRL_C_CHILD, dest, str(big)], child_env)
     assert out.strip() == "KeyboardInterrupt", (out, err[-3000:])
-    assert child.returncode == 0, err[-3000:]
+    assert code == 0, err[-3000:]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     s3_control.reset()
     assert restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
