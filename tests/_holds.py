@@ -54,20 +54,27 @@ async def cancelled_while_held(
     control.reset()
 
 
-def interrupted_when_held(hold: Hold, args: list[str], env: dict[str, str]) -> tuple[str, str, int]:
-    """Run ``python -c *args`` and send it SIGINT (Ctrl-C) once the server holds one of its
-    requests; its stdout, stderr and exit code."""
+def interrupted_when_held(
+    hold: Hold, args: list[str], env: dict[str, str], *, by_child: bool = False
+) -> tuple[str, str, int]:
+    """Run ``python -c *args`` and, once the server holds one of its requests, send it
+    SIGINT (Ctrl-C); with ``by_child``, write a line to its stdin instead, for it to send
+    the signal itself when it is ready. Its stdout, stderr and exit code."""
     child = subprocess.Popen(
         [sys.executable, "-c", *args],
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert hold.wait_for(1, timeout=120), "the child never sent the request held"
-        child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=120)
+        if by_child:
+            out, err = child.communicate("go\n", timeout=120)
+        else:
+            child.send_signal(signal.SIGINT)
+            out, err = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()

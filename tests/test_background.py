@@ -12,11 +12,12 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import anyio
 import pytest
-from _holds import interrupted_when_held
+from _holds import held_at_once, interrupted_when_held
 from _s3server import match
 from _trees import read_tree, restore_all, write_tree
 from _trees import restore_all_sync as restore_sync
@@ -259,7 +260,8 @@ def test_leaving_with_on_an_exception_finishes_the_save_and_keeps_that_exception
                 failing_puts(s3_control)
                 cp.start_write(b"lost")
                 raise ValueError("training diverged")
-    assert any(dest in note for note in getattr(info.value, "__notes__", [dest]))
+    if sys.version_info >= (3, 11):
+        assert any(dest in note for note in info.value.__notes__), info.value.__notes__
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and dest in errors[0].getMessage()
 
@@ -319,13 +321,29 @@ def test_cancel_leaves_the_previous_version_and_no_open_upload(
 
 
 CTRL_C_CHILD = """
-import signal, sys
+import os, signal, sys, threading, time
 from aiocheckpoint import SyncCheckpoint
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+main = threading.main_thread().ident
+
+
+def ctrl_c_inside_wait():
+    sys.stdin.readline()  # the test server holds a part now
+    while True:  # until the main thread blocks inside PendingSave.wait(): then Ctrl-C
+        frame, names = sys._current_frames()[main], []
+        while frame is not None:
+            names.append((frame.f_code.co_name, os.path.basename(frame.f_code.co_filename)))
+            frame = frame.f_back
+        if names[0][0] == "wait" and ("wait", "_pending.py") in names and "result" in str(names):
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        time.sleep(0.01)
+
+
 cp = SyncCheckpoint(sys.argv[1])
 handle = cp.start_save(sys.argv[2])
-print("started", flush=True)
+threading.Thread(target=ctrl_c_inside_wait, daemon=True).start()
 try:
     handle.wait()
     print("saved", flush=True)
@@ -341,10 +359,9 @@ def test_ctrl_c_during_wait_cancels_the_save(s3_control, s3, bucket, tmp_path, c
         cp.write(b"version 1")
     model(tmp_path / "m", 5)
     hold = s3_control.hold(PART)
-    out, err, code = interrupted_when_held(
-        hold, [CTRL_C_CHILD, dest, str(tmp_path / "m")], child_env
-    )
-    assert out.split() == ["started", "KeyboardInterrupt", "True"], (out, err[-3000:])
+    args = [CTRL_C_CHILD, dest, str(tmp_path / "m")]
+    out, err, code = interrupted_when_held(hold, args, child_env, by_child=True)
+    assert out.split() == ["KeyboardInterrupt", "True"], (out, err[-3000:])
     assert code == 0, err[-3000:]
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
     s3_control.reset()
@@ -452,13 +469,88 @@ async def test_async_start_save_and_its_handle(location, tmp_path, staging):
 
 
 @pytest.mark.anyio
-async def test_async_start_save_needs_async_with(tmp_path, staging):
+async def test_async_start_save_without_async_with_is_finished_by_aclose(tmp_path, staging):
     cp = AsyncCheckpoint(str(tmp_path / "cp"))
     write_tree(tmp_path / "m", {"f": b"x"})
-    with pytest.raises(RuntimeError, match="async with"):
-        await cp.start_save(tmp_path / "m")
+    handle = await cp.start_save(tmp_path / "m")
     await cp.aclose()
+    assert handle.done() and handle.version == 1
+    await handle.wait(timeout=0)  # ended: no time needed
     assert staging() == []
+
+
+@pytest.mark.anyio
+async def test_cancelling_an_async_with_block_cancels_its_save_cleanly(
+    s3_control, s3, bucket, tmp_path, staging
+):
+    dest = f"s3://{bucket}/cp"
+    model(tmp_path / "m", 8)
+    async with AsyncCheckpoint(dest) as cp:
+        await cp.write(b"version 1")
+    hold = s3_control.hold(PART)
+
+    async def body() -> None:
+        async with AsyncCheckpoint(dest) as cp:
+            await cp.start_save(tmp_path / "m")
+            await anyio.sleep_forever()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(body)
+        await held_at_once(hold, 1)
+        tg.cancel_scope.cancel()
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert staging() == []
+    s3_control.reset()
+    assert await restore_all(dest, tmp_path / "out") == {"_dst_cp": b"version 1"}
+
+
+@pytest.mark.anyio
+async def test_a_failure_nobody_saw_is_logged_when_the_block_is_cancelled(
+    s3_control, bucket, caplog
+):
+    dest = f"s3://{bucket}/cp"
+    failing_puts(s3_control)
+    with caplog.at_level(logging.ERROR, logger="aiocheckpoint"):
+        with anyio.CancelScope() as scope:
+            async with AsyncCheckpoint(dest) as cp:
+                handle = await cp.start_write(b"lost")
+                with anyio.fail_after(60):
+                    while not handle.done():  # noqa: ASYNC110 - ended, its error not taken
+                        await anyio.sleep(0.01)
+                scope.cancel()
+                await anyio.sleep_forever()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and dest in errors[0] and "AccessDenied" in errors[0], errors
+
+
+def test_a_forked_child_cannot_wait_for_the_parents_save(s3_control, bucket, tmp_path):
+    dest = f"s3://{bucket}/cp"
+    hold = s3_control.hold(PUT)
+    with SyncCheckpoint(dest) as cp:
+        handle = cp.start_write(b"from the parent")
+        assert hold.wait_for(1)
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads running
+            pid = os.fork()
+        if pid == 0:  # the child: report what waiting and cancelling did, then leave
+            said = []
+            for call in (lambda: handle.wait(timeout=5), handle.cancel):
+                try:
+                    call()
+                    said.append("returned")
+                except CheckpointError as exc:
+                    said.append(str(exc))
+            os.write(write_end, "\n".join(said).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            said = pipe.read().decode().split("\n")
+        os.waitpid(pid, 0)
+        hold.release(forward=True)
+        handle.wait()
+    assert len(said) == 2 and all("forked from it" in line for line in said), said
+    assert handle.version == 1
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])

@@ -1,13 +1,21 @@
 """Background saves: the handle of a save that goes on after ``start_save`` returned, and
-the rule that its error reaches the caller exactly once."""
+the rule that its error reaches the caller exactly once.
+
+The save runs as a task of its own on the caller's event loop (asyncio's ``create_task``,
+trio's system task): not in a task group, which ``async with`` would have to enter and
+leave in one task, and which a checkpoint used without ``async with`` would not have.
+``aclose()`` waits for it, or cancels it when cancelled itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 from anyio import CapacityLimiter
-from anyio.abc import TaskGroup
 
 from ._commit import Save
 from ._snapshot import Snapshot
@@ -20,36 +28,48 @@ class SaveRun:
     :class:`AsyncPendingSave`)."""
 
     def __init__(self, save: Save, snapshot: Snapshot, dest: str) -> None:
-        self.save = save
+        self._save: Save | None = save  # dropped once it ends, with the bytes it holds
+        self._version: int | None = None
         self.dest = dest
         self._snapshot = snapshot
         self.scope = anyio.CancelScope()
         self._finished = anyio.Event()
         self.done = False
+        self.completed = False  # the save itself returned: nothing left to cancel
         self.error: Exception | None = None
         self.reported = False  # the error reached the caller: not raised again
 
+    @property
+    def version(self) -> int | None:
+        return self._save.committed if self._save is not None else self._version
+
     async def run(self, threads: CapacityLimiter) -> None:
-        """The save itself, a task of the checkpoint's task group. Never raises its
-        error: that goes to the caller through the handle or the next call."""
+        """The save itself. Never raises its error: that goes to the caller through the
+        handle or the checkpoint's next call."""
+        save = self._save
+        assert save is not None
         try:
             with self.scope:
-                await self.save.run()
+                await save.run()
+                self.completed = True
         except Exception as exc:
             self.error = exc
             log.debug("background save to %s failed: %r", self.dest, exc)
         finally:
+            self._version, self._save = save.committed, None
             await self._snapshot.remove(threads)
             self.done = True
             self._finished.set()
 
     async def ended(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until the save has ended, raising nothing of its own."""
+        if self.done:
+            return
         with anyio.fail_after(timeout):
             await self._finished.wait()
 
     def cancel(self) -> bool:
-        if self.done or self.save.committing:
+        if self.done or self.completed or self._save is None or self._save.committing:
             return False
         self.scope.cancel()
         return True
@@ -94,16 +114,17 @@ class AsyncPendingSave:
     def version(self) -> int | None:
         """The version committed; None before, and when nothing changed (or nothing
         was committed)."""
-        return self._run.save.committed
+        return self._run.version
 
     def done(self) -> bool:
         """Whether the save has ended: committed, failed or cancelled."""
         return self._run.done
 
     def cancelled(self) -> bool:
-        """Whether :meth:`cancel` stopped the save before it committed."""
+        """Whether the save was stopped (by :meth:`cancel`, or by closing the checkpoint
+        while cancelled) before it committed."""
         run = self._run
-        return run.done and run.scope.cancel_called and run.error is None
+        return run.done and not run.completed and run.error is None and run.version is None
 
     def exception(self) -> Exception | None:
         """The save's error; None while it runs, after it succeeded, or when cancelled.
@@ -139,26 +160,30 @@ class AsyncPendingSave:
 
 
 class Background:
-    """The one background save of a checkpoint object, and the task group it runs in."""
+    """The one background save of a checkpoint object."""
 
     def __init__(self, dest: str, threads: CapacityLimiter) -> None:
         self._dest = dest
         self._threads = threads
-        self.tasks: TaskGroup | None = None  # set inside ``async with``
         self._pending: SaveRun | None = None
-
-    def check(self, owner: object) -> None:
-        """:raises RuntimeError: not inside ``async with``: no task group to run in."""
-        if self.tasks is None:
-            raise RuntimeError(
-                f"{owner!r}: background saves run inside 'async with AsyncCheckpoint(...)'"
-            )
+        self._tasks: set[asyncio.Task[None]] = set()  # asyncio keeps weak references only
 
     def start(self, save: Save, snap: Snapshot) -> AsyncPendingSave:
-        assert self.tasks is not None, "check() first"
         self._pending = SaveRun(save, snap, self._dest)
-        self.tasks.start_soon(self._pending.run, self._threads)
+        self._spawn(self._pending.run, self._threads)
         return AsyncPendingSave(self._pending)
+
+    def _spawn(self, func: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: the only other loop anyio runs on
+            import trio
+
+            trio.lowlevel.spawn_system_task(func, *args)
+            return
+        task = loop.create_task(func(*args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def settle(self, *, raising: bool = True) -> Exception | None:
         """Wait for the pending save; raise (or return) its error if nothing reported it
@@ -176,6 +201,17 @@ class Background:
         if error is not None and raising:
             raise error
         return error
+
+    async def abandon(self) -> None:
+        """Closing while cancelled (or failing): stop the pending save and wait for its
+        cleanup; an error nobody saw is logged, as nothing can raise it now."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        await pending.stop()
+        error = pending.unreported()
+        if error is not None:
+            log.error("background save to %s failed: %s", self._dest, error, exc_info=error)
 
 
 def report_lost(error: Exception, during: BaseException, dest: str) -> None:

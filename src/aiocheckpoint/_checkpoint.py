@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import tempfile
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -95,7 +94,6 @@ class AsyncCheckpoint:
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
-        self._stack = AsyncExitStack()
         self._background = Background(str(self._dest), self._threads)
         for location in (self._dest, self._src):
             if location is not None:
@@ -112,8 +110,6 @@ class AsyncCheckpoint:
         await self._storage(self._dest)
         if self._src is not None:
             await self._storage(self._src)
-        tasks = await self._stack.enter_async_context(anyio.create_task_group())
-        self._background.tasks = tasks
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -126,16 +122,11 @@ class AsyncCheckpoint:
             if exc[1] is None:
                 raise
             report_lost(error, exc[1], str(self._dest))
-        finally:
-            self._background.tasks = None
-            # Not the block's exception: the task group would wrap it in a group. Its one
-            # task, the pending save, has ended: aclose() waited for it.
-            await self._stack.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
         """Finish the pending background save, close the storage clients and remove the
         private restore folder. Idempotent. Cancelled while the save is pending, it
-        cancels the save (nothing is committed).
+        cancels the save (nothing is committed) and logs its error, if it had one.
 
         :raises Exception: the pending save's error, unless already reported.
         """
@@ -148,6 +139,7 @@ class AsyncCheckpoint:
                 error = await self._background.settle(raising=False)
         finally:
             with anyio.CancelScope(shield=True):
+                await self._background.abandon()  # when cancelled before it was settled
                 # Let saves and restores under way (from other threads, or tasks) finish first.
                 async with self._save_lock, self._restore_lock:
                     pass
@@ -303,17 +295,16 @@ class AsyncCheckpoint:
         """:meth:`save` in the background: returns once ``cp`` is snapshotted, while the
         upload and commit go on. The caller may then change or delete the files.
 
-        Needs ``async with``: the save runs in the checkpoint's task group. One background
-        save at a time: a save while one is pending waits for it first.
+        The save runs as a task of its own on this event loop; close the checkpoint
+        (``async with``, or :meth:`aclose`) to have it finished. One background save at a
+        time: a save while one is pending waits for it first.
 
         :return: the handle to wait for, or cancel, the save.
-        :raises RuntimeError: the checkpoint is not used with ``async with``.
         :raises CheckpointError: the previous background save failed and nothing reported
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
         self._check_open()
-        self._background.check(self)
         async with self._save_lock:
             await self._background.settle()
             items = await _scan.uploads(cp, self._threads)
@@ -333,7 +324,6 @@ class AsyncCheckpoint:
                 f"start_write() takes bytes, bytearray or memoryview, not {type(b).__name__}"
             )
         self._check_open()
-        self._background.check(self)
         async with self._save_lock:
             await self._background.settle()
             store = await self._storage(self._dest)

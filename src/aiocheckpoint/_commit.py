@@ -51,6 +51,8 @@ class Save:
                 uploaded = await self._upload(early, base)
                 await self._store.sync()
             listed = survey.value
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self.committing = True  # no await before the commit: cancel() now comes too late
         except BaseException:
             folders = [f"{mf.META}/{folder}" for folder in self._folders]
             await discard(self._store, *folders, within=CLEANUP_SECONDS)
@@ -113,8 +115,6 @@ class Save:
         manifest = mf.Manifest(
             (base.version if base else 0) + 1, files, packs=mf.packs_of(files, sizes)
         )
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        self.committing = True
         await publish(store, self._catalog, manifest, uploaded.folder)
         self.committed = manifest.version
         await collect(store, self._catalog, manifest, manifests, survey, self._keep)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures.thread  # noqa: F401 - its exit hook first, so ours runs before it
 import logging
+import os
 import threading
 import weakref
 from functools import partial
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ._background import AsyncPendingSave
+from ._errors import CheckpointError
 
 if TYPE_CHECKING:
     from ._sync import SyncCheckpoint, _Loop
@@ -77,12 +79,14 @@ class PendingSave:
         """
         if self._handle.done():
             return False
+        _check_process(self._loop, self._handle)
         return self._loop.run(partial(_cancel, self._handle))
 
 
 def wait(loop: _Loop, handle: AsyncPendingSave, timeout: float | None) -> None:
     """Wait for ``handle`` from a thread that is not the loop's; Ctrl-C cancels the save."""
     if not handle.done():
+        _check_process(loop, handle)
         try:
             loop.run(partial(handle.wait, timeout))
             return
@@ -94,11 +98,22 @@ def wait(loop: _Loop, handle: AsyncPendingSave, timeout: float | None) -> None:
         raise error
 
 
+def _check_process(loop: _Loop, handle: AsyncPendingSave) -> None:
+    if loop.pid != os.getpid():
+        raise CheckpointError(
+            f"{handle!r} runs in process {loop.pid}; process {os.getpid()}, forked from it,"
+            " cannot wait for it or cancel it"
+        )
+
+
 async def _cancel(handle: AsyncPendingSave) -> bool:
     if not handle.cancel():
         return False
     with anyio.CancelScope(shield=True):
-        await handle.wait()
+        try:
+            await handle.wait()
+        except Exception as exc:  # it failed as it was stopped: it committed nothing
+            log.warning("background save to %s, cancelled, had failed: %s", handle.dest, exc)
     return True
 
 

@@ -75,6 +75,7 @@ class _Loop:
         self._lock = threading.Lock()
         self.pending: AsyncPendingSave | None = None  # the last background save started
         LIVE.add(self)
+        arm_exit_hook()  # now: during shutdown, registering is refused
 
     @classmethod
     def _main(cls, ready: Future[BlockingPortal]) -> None:
@@ -104,18 +105,22 @@ class _Loop:
         stop the loop. Raises the save's error if nothing reported it."""
         if os.getpid() != self.pid:
             return  # a forked child: this loop's thread lives in the parent only
+        if threading.current_thread() is self._thread:
+            # Collected on the loop thread itself (a reference cycle), which cannot wait
+            # for its own loop: close from a thread of its own, which exit waits for.
+            threading.Thread(target=close_quietly, args=(self,), name="aiocheckpoint-close").start()
+            return
         with self._lock:
             if self.closed:
                 return
             self.closed = True
         try:
-            if threading.current_thread() is not self._thread:
-                self.run(self.checkpoint.aclose)
+            self.run(self.checkpoint.aclose)
         finally:
             try:
                 self._cm.__exit__(None, None, None)
             except RuntimeError:
-                pass  # garbage-collected on the loop thread itself: nothing to do from here
+                pass  # the portal is gone: nothing left to exit
             finally:
                 self._stop()
 
@@ -131,6 +136,13 @@ class _Loop:
             log.error("background save to %s failed: %s", handle.dest, exc, exc_info=exc)
         except KeyboardInterrupt:  # Ctrl-C at exit: wait() cancelled the save
             log.error("background save to %s cancelled at exit by Ctrl-C", handle.dest)
+
+    async def start(self, method: Callable[..., Any], arg: Any) -> AsyncPendingSave:
+        """``AsyncCheckpoint.start_save`` or ``start_write``, remembering the handle on the
+        loop, so that ``pending`` is the newest whatever thread returns first."""
+        handle: AsyncPendingSave = await method(self.checkpoint, arg)
+        self.pending = handle
+        return handle
 
     def run(self, func: Callable[[], Coroutine[Any, Any, T]]) -> T:
         done = threading.Event()
@@ -265,7 +277,7 @@ class SyncCheckpoint(Checkpoint):
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
-        return self._started(self._run(AsyncCheckpoint.start_save, cp))
+        return self._start(AsyncCheckpoint.start_save, cp)
 
     def start_write(self, b: bytes | bytearray | memoryview) -> PendingSave:
         """:meth:`write` in the background: ``bytes`` are stored as given, anything else
@@ -273,11 +285,11 @@ class SyncCheckpoint(Checkpoint):
 
         :raises TypeError: ``b`` is not bytes-like.
         """
-        return self._started(self._run(AsyncCheckpoint.start_write, b))
+        return self._start(AsyncCheckpoint.start_write, b)
 
-    def _started(self, handle: AsyncPendingSave) -> PendingSave:
-        self._loop.pending = handle
-        arm_exit_hook()
+    def _start(self, method: Callable[..., Any], arg: Any) -> PendingSave:
+        self._check_usable()
+        handle = self._loop.run(partial(self._loop.start, method, arg))
         return PendingSave(self, self._loop, handle)
 
 
