@@ -5,8 +5,8 @@ steps run, and a rerun resumes from the newest committed checkpoint.
     python examples/background_training.py --stop-at 7    # stops after step 7
     python examples/background_training.py                # resumes from step 5
 
-Needs only aiocheckpoint itself (``pip install .``): checkpoints go to local disk; give an
-``s3://bucket/prefix`` instead to use S3.
+Needs only aiocheckpoint itself (``pip install .``): checkpoints go to
+./background_checkpoints on local disk; give an ``s3://bucket/prefix`` to use S3.
 
 The "model" is four shards of 64-bit weights, trained toward a target by gradient steps
 whose noise is seeded by the step number, so a resumed run ends with exactly the weights
@@ -66,7 +66,12 @@ def train_step(shards: list[array], step: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="?", default="checkpoints")
+    parser.add_argument(
+        "checkpoints",
+        nargs="?",
+        default="background_checkpoints",
+        help="where checkpoints live (default: ./background_checkpoints)",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--save-every", type=int, default=5)
     parser.add_argument("--stop-at", type=int, help="stop after this step")

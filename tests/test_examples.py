@@ -83,6 +83,7 @@ def test_training_loop_starts_fresh_in_an_empty_checkpoint_folder(tmp_path: Path
 
 
 def test_background_training_resumes_from_its_last_committed_checkpoint(tmp_path: Path) -> None:
+    run("examples/training_loop.py", "--steps", "5", cwd=tmp_path)  # its own folder: no clash
     first = run("examples/background_training.py", "--stop-at", "7", cwd=tmp_path)
     assert "starting fresh" in first
     assert "step   5  checkpoint started" in first
@@ -92,7 +93,8 @@ def test_background_training_resumes_from_its_last_committed_checkpoint(tmp_path
     assert "resumed from step 5" in second
     assert "step   6  loss" in second and "step   5  loss" not in second
     assert "the last checkpoint is version 4" in second
-    with SyncCheckpoint(tmp_path / "checkpoints", tmp_path / "checkpoints") as checkpoint:
+    where = tmp_path / "background_checkpoints"
+    with SyncCheckpoint(where, where) as checkpoint:
         restored = checkpoint.restore()
         assert json.loads((restored / "trainer.json").read_text())["step"] == 20
 
