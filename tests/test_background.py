@@ -598,3 +598,39 @@ def test_a_file_bigger_than_one_copy_range_is_snapshotted_whole(tmp_path, stagin
         handle.wait()
     assert staging() == []
     assert restore_sync(dest, tmp_path / "out") == {"big.bin": data}
+
+
+GC_ON_LOOP_CHILD = """
+import gc, sys
+from aiocheckpoint import SyncCheckpoint
+
+gc.disable()
+
+
+class Trainer:
+    pass
+
+
+trainer = Trainer()
+trainer.checkpoint = SyncCheckpoint(sys.argv[1])
+trainer.me = trainer  # a reference cycle: only the cycle collector frees it
+trainer.checkpoint.start_save(sys.argv[2])  # the handle dropped
+portal = trainer.checkpoint._loop.portal
+del trainer
+portal.call(gc.collect)  # the collector happens to run on the checkpoint's own loop thread
+"""
+
+
+def test_a_checkpoint_collected_on_its_loop_thread_still_commits(tmp_path, child_env):
+    dest = str(tmp_path / "cp")
+    files = {"f.bin": os.urandom(MiB)}
+    write_tree(tmp_path / "m", files)
+    done = subprocess.run(
+        [sys.executable, "-c", GC_ON_LOOP_CHILD, dest, str(tmp_path / "m")],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and not done.stderr, done.stderr[-3000:]
+    assert restore_sync(dest, tmp_path / "out") == files

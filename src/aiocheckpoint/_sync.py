@@ -108,7 +108,8 @@ class _Loop:
         if threading.current_thread() is self._thread:
             # Collected on the loop thread itself (a reference cycle), which cannot wait
             # for its own loop: close from a thread of its own, which exit waits for.
-            threading.Thread(target=close_quietly, args=(self,), name="aiocheckpoint-close").start()
+            closer = threading.Thread(target=close_quietly, args=(self,), daemon=False)
+            closer.start()  # not a daemon, as threads made on this one would be
             return
         with self._lock:
             if self.closed:
