@@ -379,17 +379,22 @@ cp.start_save(sys.argv[2])
 """
 
 
+def child(
+    script: str, args: list[str], env: dict[str, str], *, clean: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a child Python; with ``clean``, it must exit 0 saying nothing."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if clean:
+        assert done.returncode == 0 and not done.stderr, done.stderr[-3000:]
+    return done
+
+
 def exit_without_waiting(dest: str, tmp_path: Path, env: dict[str, str]) -> dict[str, bytes]:
     files = model(tmp_path / "m", 6)
     env["TMPDIR"] = str(tmp_path / "tmp")
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_CHILD, dest, str(tmp_path / "m")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and not done.stderr, done.stderr[-3000:]
+    child(EXIT_CHILD, [dest, str(tmp_path / "m")], env)
     return files
 
 
@@ -416,11 +421,9 @@ def test_a_process_that_exits_without_waiting_has_committed_to_s3(bucket, tmp_pa
 def test_a_save_failing_at_exit_is_logged_with_the_dest(s3_control, bucket, child_env):
     dest = f"s3://{bucket}/cp"
     failing_puts(s3_control)
-    child = "import sys; from aiocheckpoint import SyncCheckpoint\n"
-    child += "SyncCheckpoint(sys.argv[1]).start_write(b'lost')\n"
-    done = subprocess.run(
-        [sys.executable, "-c", child, dest], env=child_env, capture_output=True, text=True
-    )
+    script = "import sys; from aiocheckpoint import SyncCheckpoint\n"
+    script += "SyncCheckpoint(sys.argv[1]).start_write(b'lost')\n"
+    done = child(script, [dest], child_env, clean=False)
     assert f"background save to {dest} failed" in done.stderr, done.stderr[-3000:]
     assert "AccessDenied" in done.stderr
 
@@ -625,12 +628,5 @@ def test_a_checkpoint_collected_on_its_loop_thread_still_commits(tmp_path, child
     dest = str(tmp_path / "cp")
     files = {"f.bin": os.urandom(MiB)}
     write_tree(tmp_path / "m", files)
-    done = subprocess.run(
-        [sys.executable, "-c", GC_ON_LOOP_CHILD, dest, str(tmp_path / "m")],
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and not done.stderr, done.stderr[-3000:]
+    child(GC_ON_LOOP_CHILD, [dest, str(tmp_path / "m")], child_env)
     assert restore_sync(dest, tmp_path / "out") == files

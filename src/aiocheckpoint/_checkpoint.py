@@ -271,7 +271,7 @@ class AsyncCheckpoint:
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
         self._check_open()
-        await self._save([Upload(self.TMP_DST_PATH, io.BytesIO(bytes(b)))])
+        await self._save([Upload(self.TMP_DST_PATH, copied_bytes(b))])
 
     async def read(self) -> bytes | None:
         """Restore, then return the one file's bytes (None if the checkpoint is empty).

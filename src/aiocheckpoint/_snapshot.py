@@ -271,5 +271,5 @@ def _read(stream: Any, buffer: memoryview) -> int:
 
 def copied_bytes(b: bytes | bytearray | memoryview) -> io.BytesIO:
     """``write()``'s bytes as a stream: ``bytes`` as they are (immutable), anything else
-    copied, since the caller may change it once ``start_write`` returns."""
+    copied, since the caller may change it once the call returns (``start_write``)."""
     return io.BytesIO(b if isinstance(b, bytes) else bytes(b))

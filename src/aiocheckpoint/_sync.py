@@ -207,7 +207,8 @@ class SyncCheckpoint(Checkpoint):
         self._loop = _Loop(make)
         self._closed = False
         # A forgotten close() runs when the object is collected or at exit. The loop thread
-        # is a daemon (so are the worker threads it starts): exit never waits for it.
+        # is a daemon (so are the worker threads it starts): exit waits only for a pending
+        # background save, through the exit hook (_pending.arm_exit_hook).
         self._finalizer = weakref.finalize(self, close_quietly, self._loop)
 
     def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
@@ -240,7 +241,8 @@ class SyncCheckpoint(Checkpoint):
         except Exception as error:
             if exc[1] is None:
                 raise
-            report_lost(error, exc[1], str(self._loop.pending and self._loop.pending.dest))
+            pending = self._loop.pending  # the only error close() raises is its save's
+            report_lost(error, exc[1], pending.dest if pending else repr(self))
 
     def close(self) -> None:
         """Finish the pending background save, then close the storage clients, the
