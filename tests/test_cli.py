@@ -249,7 +249,7 @@ def test_prune_dry_run_deletes_nothing_and_prune_deletes_what_it_listed(site, tm
     before = site.keys()
     out = run(site.env, "prune", site.url, "--keep", "1", "--dry-run").stdout
     *listed, summary = lines(out)
-    assert summary.startswith("would remove versions 1, 2, ")
+    assert summary.startswith("would remove versions 1, 2: ")
     assert all(line.startswith("would delete ") for line in listed)
     would = {site.key(line.removeprefix("would delete ")) for line in listed}
     assert {".aiocheckpoint/manifests/v0000000001.json"} < would <= before
@@ -257,7 +257,7 @@ def test_prune_dry_run_deletes_nothing_and_prune_deletes_what_it_listed(site, tm
 
     out = run(site.env, "prune", site.url, "--keep", "1").stdout
     *listed, summary = lines(out)
-    assert summary.startswith("removed versions 1, 2, ")
+    assert summary.startswith("removed versions 1, 2: ")
     assert {site.key(line.removeprefix("deleted ")) for line in listed} == would
     assert site.keys() == before - would
     assert [v["version"] for v in json.loads(run(site.env, "ls", site.url, "--json").stdout)] == [3]
@@ -351,6 +351,26 @@ def test_a_missing_version_is_exit_2(site, tmp_path):
         err = run(site.env, command, site.url, "--version", "9", status=2).stderr
         (line,) = lines(err)
         assert line.startswith("aiocheckpoint: error: ") and "9" in line
+
+
+def test_a_reader_that_leaves_stops_the_command_quietly(tmp_path, child_env):
+    url = str(tmp_path / "cp")
+    with SyncCheckpoint(url) as cp:
+        cp.save(write_tree(tmp_path / "a", V1))
+    reader, writer = os.pipe()
+    os.close(reader)  # as `| head` does once it has read enough
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "aiocheckpoint", "inspect", url],
+            env=child_env,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (141, "")
 
 
 def test_ctrl_c_is_exit_130_in_one_line(bucket, s3_control, child_env):

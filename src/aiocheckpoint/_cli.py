@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2 if exc.code else 0
     with logged(quiet=args.quiet, debug=args.debug):
         try:
-            return int(args.run(_commands.Command(args)))
+            status = int(args.run(_commands.Command(args)))
+            sys.stdout.flush()  # a closed pipe raises here, not at exit
+            return status
         except KeyboardInterrupt:
             say("interrupted")
             return 130

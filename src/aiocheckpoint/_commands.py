@@ -113,8 +113,8 @@ def verify(cmd: Command) -> int:
 
 def restore(cmd: Command) -> int:
     target = Path(cmd.args.dir)
-    target.mkdir(parents=True, exist_ok=True)
     with cmd.checkpoint(src=True) as cp, cmd.bar() as bar:
+        target.mkdir(parents=True, exist_ok=True)  # once the URL is known to be valid
         cp.restore(target, version=cmd.args.version, progress=bar)
     which = "" if cmd.args.version is None else f" version {cmd.args.version}"
     print(f"restored {cmd.url}{which} into {target}")
@@ -187,13 +187,13 @@ def removed(removal: Removal) -> None:
     if not (removal.objects or removal.uploads):
         print("nothing to remove")
         return
-    parts = [f"{count(len(removal.objects), 'object')} ({size(removal.bytes)})"]
+    what = f"{count(len(removal.objects), 'object')} ({size(removal.bytes)})"
     if removal.versions:
         numbers = ", ".join(map(str, removal.versions))
-        parts.insert(0, f"{'version' if len(removal.versions) == 1 else 'versions'} {numbers}")
+        what = f"{'version' if len(removal.versions) == 1 else 'versions'} {numbers}: {what}"
     if removal.uploads:
-        parts.append(count(len(removal.uploads), "unfinished upload"))
-    print(f"{'would remove' if would else 'removed'} {', '.join(parts)}")
+        what += f", {count(len(removal.uploads), 'unfinished upload')}"
+    print(f"{'would remove' if would else 'removed'} {what}")
 
 
 def dump(value: object) -> None:
