@@ -11,26 +11,44 @@ from ._errors import (
     StorageError,
 )
 from ._pending import PendingSave
+from ._progress import Progress
+from ._reports import BadFile, FileInfo, Removal, Usage, VerifyReport, VersionFiles, VersionInfo
 from ._sync import Checkpoint, SyncCheckpoint
 
-for _error in (
+for _public in (
     AsyncPendingSave,
     PendingSave,
+    Progress,
+    BadFile,
+    FileInfo,
+    Removal,
+    Usage,
+    VerifyReport,
+    VersionFiles,
+    VersionInfo,
     CheckpointClosedError,
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     StorageError,
 ):
-    _error.__module__ = __name__
+    _public.__module__ = __name__
 
-del _error
+del _public
 
 __version__ = "0.1.0"
 
 __all__ = (
     "AsyncCheckpoint",
     "AsyncPendingSave",
+    "BadFile",
+    "FileInfo",
+    "Removal",
+    "Usage",
+    "VerifyReport",
+    "VersionFiles",
+    "VersionInfo",
+    "Progress",
     "Checkpoint",
     "CheckpointClosedError",
     "CheckpointError",

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,12 +18,14 @@ from anyio import CapacityLimiter
 from anyio.lowlevel import EventLoopToken, current_token
 
 from . import _scan
+from ._admin import Admin
 from ._background import AsyncPendingSave, Background, report_lost
 from ._catalog import Catalog
 from ._commit import Save
 from ._config import TransferConfig, check_positive
 from ._engine import Engine, Upload
 from ._errors import CheckpointClosedError, CheckpointError
+from ._progress import Meter, ProgressCallback, meter
 from ._restore import restore_into
 from ._snapshot import Snapshot, copied_bytes, snapshot
 from ._upload import check_key_lengths
@@ -31,8 +34,9 @@ from .storage import Location, S3Options, Storage, Storages, check_available, pa
 PathLike = str | os.PathLike[str]
 
 
-class AsyncCheckpoint:
-    """A checkpoint to ``await``: restore the previous one, save new versions.
+class AsyncCheckpoint(Admin):
+    """A checkpoint to ``await``: restore the previous one, save new versions, and look
+    after the versions at ``checkpoint_dest`` (see :class:`Admin`).
 
     :param checkpoint_dest: where saves go: a local path, ``file://`` URL or
         ``s3://bucket/prefix``.
@@ -45,6 +49,7 @@ class AsyncCheckpoint:
     :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
     :param botocore_config: a ``botocore.config.Config`` merged over the defaults (dict
         options such as ``s3`` and ``retries`` key by key).
+    :param progress: the default ``progress=`` callback of saves, restores and verifies.
     :raises TypeError: an argument of the wrong type.
     :raises ValueError: an unsupported URL scheme or a bad option.
     :raises RuntimeError: an ``s3://`` location used from an event loop other than
@@ -65,6 +70,7 @@ class AsyncCheckpoint:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         botocore_config: Any = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self._dest = parse_location(checkpoint_dest, "checkpoint_dest")
         no_src = checkpoint_src is None or (isinstance(checkpoint_src, str) and not checkpoint_src)
@@ -78,6 +84,8 @@ class AsyncCheckpoint:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
         _check_botocore_config(botocore_config)
+        meter("", progress)  # a wrong type is refused now
+        self._progress = progress
         self._keep = keep_versions
         self._threads = CapacityLimiter(transfer.max_threads)
         self._engine = Engine(transfer, self._threads)
@@ -90,7 +98,7 @@ class AsyncCheckpoint:
         self._open_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
         self._restore_lock = anyio.Lock()
-        self._restored: Path | None = None
+        self._restored: dict[int | None, Path] = {}
         self._tmpdir: Path | None = None
         self._closed = False
         self._loop: EventLoopToken | None = None
@@ -198,30 +206,49 @@ class AsyncCheckpoint:
         self._check_closed()
         return self._src is not None
 
-    async def restore(self, path: PathLike | None = None) -> Path | None:
+    async def restore(
+        self,
+        path: PathLike | None = None,
+        *,
+        version: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Path | None:
         """Download the previous checkpoint into ``path`` and return it.
 
-        Only the first call downloads; later calls return the first call's folder.
+        Only the first call for a version downloads; later calls return the first call's
+        folder.
 
         :param path: an existing directory, or None for a private temp folder
-            (``<tmp>/prev_cp``) removed on close.
+            (``<tmp>/prev_cp``, or ``<tmp>/prev_cp-v<N>`` for a version) removed on close.
+        :param version: a committed version of ``checkpoint_src`` to restore instead of
+            the newest (see :meth:`versions`).
+        :param progress: called with :class:`Progress` events of phase ``"restore"``
+            (default: the constructor's ``progress``).
         :return: the folder, or None when there is no previous checkpoint.
         :raises TypeError: ``path`` is neither a str nor path-like.
         :raises ValueError: ``path`` is not an existing directory.
-        :raises CheckpointNotFoundError: the source holds no checkpoint.
+        :raises CheckpointNotFoundError: the source holds no checkpoint, or no such
+            version.
         :raises CorruptCheckpointError: a file is missing or does not match the manifest.
         """
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
+        if version is not None:
+            check_positive("version", version)
+        watch = meter("restore", progress or self._progress)
         self._check_open()
         if self._src is None:
             return None
         async with self._restore_lock:
-            if self._restored is None:
-                self._restored = await self._restore_once(path, await self._storage(self._src))
-            return self._restored
+            if version not in self._restored:
+                store = await self._storage(self._src)
+                self._restored[version] = await self._restore_once(path, store, version, watch)
+            return self._restored[version]
 
-    async def _restore_once(self, path: PathLike | None, store: Storage) -> Path:
+    async def _restore_once(
+        self, path: PathLike | None, store: Storage, version: int | None, watch: Meter
+    ) -> Path:
+        restore = partial(restore_into, store, self._engine, self._catalog)
         if path is not None:
             target = Path(os.fspath(path))  # a str or PathLike: restore() checked
             if not await self._thread(target.is_dir):
@@ -229,21 +256,27 @@ class AsyncCheckpoint:
                     "Checkpoints can be restored to a directory only."
                     f" {target} is not an existing directory."
                 )
-            await restore_into(store, self._engine, self._catalog, target)
+            await restore(target, version, watch)
             return target
-        self._tmpdir = Path(await self._thread(tempfile.mkdtemp, None, "aiocheckpoint-"))
-        target = self._tmpdir / self.SRC_LOCAL_FOLDER
+        made = self._tmpdir is None
+        if self._tmpdir is None:
+            self._tmpdir = Path(await self._thread(tempfile.mkdtemp, None, "aiocheckpoint-"))
+        name = self.SRC_LOCAL_FOLDER + ("" if version is None else f"-v{version}")
+        target = self._tmpdir / name
         try:
             await self._thread(target.mkdir)
-            await restore_into(store, self._engine, self._catalog, target)
+            await restore(target, version, watch)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._thread(shutil.rmtree, self._tmpdir, True)
-            self._tmpdir = None
+                await self._thread(shutil.rmtree, self._tmpdir if made else target, True)
+            if made:
+                self._tmpdir = None
             raise
         return target
 
-    async def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
+    async def save(
+        self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None
+    ) -> None:
         """Save a file, a folder's contents or a binary file object, as a new version.
 
         The new version holds everything saved before plus ``cp``; a path saved again
@@ -257,10 +290,13 @@ class AsyncCheckpoint:
             a symlink that points outside it, a symlink loop, or something that is not a
             regular file; or a name is too long for the destination.
         :raises FileNotFoundError: ``cp`` does not exist.
+        :param progress: called with :class:`Progress` events of phase ``"save"``
+            (default: the constructor's ``progress``).
         :raises CheckpointError: another writer committed to the same dest meanwhile.
         """
+        watch = meter("save", progress or self._progress)
         self._check_open()
-        await self._save(await _scan.uploads(cp, self._threads))
+        await self._save(await _scan.uploads(cp, self._threads), watch)
 
     async def write(self, b: bytes | bytearray | memoryview) -> None:
         """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``
@@ -271,27 +307,34 @@ class AsyncCheckpoint:
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
         self._check_open()
-        await self._save([Upload(self.TMP_DST_PATH, copied_bytes(b))])
+        await self._save(
+            [Upload(self.TMP_DST_PATH, copied_bytes(b))], meter("save", self._progress)
+        )
 
-    async def read(self) -> bytes | None:
-        """Restore, then return the one file's bytes (None if the checkpoint is empty).
+    async def read(
+        self, *, version: int | None = None, progress: ProgressCallback | None = None
+    ) -> bytes | None:
+        """Restore (``version`` and ``progress`` as for :meth:`restore`), then return the
+        one file's bytes (None if the checkpoint is empty).
 
         :raises ValueError: the checkpoint holds more than one file.
         """
-        path = await self.restore()
+        path = await self.restore(version=version, progress=progress)
         if path is None:
             return None
         return await self._thread(_scan.read_single, path)  # type: ignore[no-any-return]
 
-    async def _save(self, items: list[Upload]) -> None:
+    async def _save(self, items: list[Upload], watch: Meter) -> None:
         async with self._save_lock:
             await self._background.settle()
             store = await self._storage(self._dest)
-            await Save(store, self._engine, self._catalog, self._keep, items).run()
+            await Save(store, self._engine, self._catalog, self._keep, items, watch).run()
 
     # -- background saves --------------------------------------------------------
 
-    async def start_save(self, cp: PathLike | BinaryIO | io.IOBase) -> AsyncPendingSave:
+    async def start_save(
+        self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None
+    ) -> AsyncPendingSave:
         """:meth:`save` in the background: returns once ``cp`` is snapshotted, while the
         upload and commit go on. The caller may then change or delete the files.
 
@@ -299,11 +342,13 @@ class AsyncCheckpoint:
         (``async with``, or :meth:`aclose`) to have it finished. One background save at a
         time: a save while one is pending waits for it first.
 
+        :param progress: as for :meth:`save`; called from the task that runs the save.
         :return: the handle to wait for, or cancel, the save.
         :raises CheckpointError: the previous background save failed and nothing reported
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
+        watch = meter("save", progress or self._progress)
         self._check_open()
         async with self._save_lock:
             await self._background.settle()
@@ -311,7 +356,7 @@ class AsyncCheckpoint:
             store = await self._storage(self._dest)
             check_key_lengths(store, items)
             snap = await snapshot(items, self._engine.config, self._threads)
-            return self._start(store, snap)
+            return self._start(store, snap, watch)
 
     async def start_write(self, b: bytes | bytearray | memoryview) -> AsyncPendingSave:
         """:meth:`write` in the background: ``bytes`` are stored as given, anything else
@@ -327,10 +372,11 @@ class AsyncCheckpoint:
         async with self._save_lock:
             await self._background.settle()
             store = await self._storage(self._dest)
-            return self._start(store, Snapshot([Upload(self.TMP_DST_PATH, copied_bytes(b))], None))
+            snap = Snapshot([Upload(self.TMP_DST_PATH, copied_bytes(b))], None)
+            return self._start(store, snap, meter("save", self._progress))
 
-    def _start(self, store: Storage, snap: Snapshot) -> AsyncPendingSave:
-        save = Save(store, self._engine, self._catalog, self._keep, snap.items)
+    def _start(self, store: Storage, snap: Snapshot, watch: Meter) -> AsyncPendingSave:
+        save = Save(store, self._engine, self._catalog, self._keep, snap.items, watch)
         return self._background.start(save, snap)
 
 

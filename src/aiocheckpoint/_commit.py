@@ -11,6 +11,7 @@ from . import _manifest as mf
 from ._catalog import Catalog
 from ._collect import CLEANUP_SECONDS, Survey, collect, discard
 from ._engine import Engine, Upload
+from ._progress import Meter
 from ._publish import publish
 from ._scan import stream_starts
 from ._tasks import Later, task_group
@@ -25,8 +26,15 @@ class Save:
     protocol: steps 1 to 5)."""
 
     def __init__(
-        self, store: Storage, engine: Engine, catalog: Catalog, keep: int, items: list[Upload]
+        self,
+        store: Storage,
+        engine: Engine,
+        catalog: Catalog,
+        keep: int,
+        items: list[Upload],
+        meter: Meter | None = None,
     ) -> None:
+        self._meter = meter or Meter("save", None)
         self._store = store
         self._engine = engine
         self._catalog = catalog
@@ -59,6 +67,7 @@ class Save:
             raise
         try:
             await self._commit(base, manifests, uploaded, listed.without(self._folders))
+            self._meter.finish()  # (a callback that raises now fails a committed save)
         finally:
             if early is not None and uploaded.folder != early.folder:
                 # deleted last: a request cancelled in flight may land late
@@ -70,7 +79,7 @@ class Save:
         if not self._store.overlaps_listing or starts is None:
             return None
         guess = self._catalog.known_newest(self._store)
-        return EarlyUpload(self._engine, self._store, self._items, guess, starts)
+        return EarlyUpload(self._engine, self._store, self._items, guess, starts, self._meter)
 
     async def _newest(self) -> tuple[mf.Manifest | None, list[ObjectInfo]]:
         try:
@@ -86,7 +95,9 @@ class Save:
             await early.abandon()
         folder = new_folder((base.version if base else 0) + 1)
         self._folders.append(folder)
-        return await upload_changes(self._engine, self._store, folder, self._items, base)
+        return await upload_changes(
+            self._engine, self._store, folder, self._items, base, self._meter
+        )
 
     async def _commit(
         self,

@@ -27,7 +27,8 @@ from ._errors import (
     CorruptCheckpointError,
     MissingObjectError,
 )
-from .storage import Storage
+from ._progress import Meter
+from .storage import ObjectInfo, Storage
 
 log = logging.getLogger("aiocheckpoint")
 
@@ -35,12 +36,26 @@ log = logging.getLogger("aiocheckpoint")
 Item = tuple[str, str, int, "int | None", "int | None"]
 
 
-async def restore_into(store: Storage, engine: Engine, catalog: Catalog, target: Path) -> None:
-    """Restore the newest version at ``store`` into the folder ``target``. If an object
-    vanished because a newer version was committed meanwhile, restore that one."""
+async def restore_into(
+    store: Storage,
+    engine: Engine,
+    catalog: Catalog,
+    target: Path,
+    version: int | None = None,
+    meter: Meter | None = None,
+) -> None:
+    """Restore ``version`` (None: the newest) at ``store`` into the folder ``target``. If
+    an object of the newest vanished because a newer version was committed meanwhile,
+    restore that one."""
+    meter = meter or Meter("restore", None)
+    if version is not None:
+        chosen = await read_version(store, catalog, version)
+        await _fetch(store, engine, _items(chosen), target, meter)
+        meter.finish()
+        return
     manifest, items = await _plan(store, catalog)
     try:
-        await _fetch(store, engine, items, target)
+        await _fetch(store, engine, items, target, meter)
     except MissingObjectError:
         if manifest is None:
             raise
@@ -53,7 +68,30 @@ async def restore_into(store: Storage, engine: Engine, catalog: Catalog, target:
             store.describe(),
             newer.version,
         )
-        await _fetch(store, engine, items, target)
+        meter.again()
+        await _fetch(store, engine, items, target, meter)
+    meter.finish()
+
+
+async def read_version(store: Storage, catalog: Catalog, version: int) -> mf.Manifest:
+    """The manifest of committed version ``version``.
+
+    :raises CheckpointNotFoundError: there is no such version.
+    """
+    key = mf.manifest_key(version)
+    try:
+        return await catalog.read(store, ObjectInfo(key, 0))
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError(
+            f"no version {version} at {store.describe()}: {store.describe(key)} does not exist"
+        ) from exc
+
+
+def _items(manifest: mf.Manifest) -> list[Item]:
+    return [
+        (name, f"{mf.META}/{e.object}", e.size, e.crc, e.offset)
+        for name, e in manifest.files.items()
+    ]
 
 
 async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, list[Item]]:
@@ -63,10 +101,7 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError(f"no checkpoint at {store.describe()}: {exc}") from exc
     if manifest is not None:
-        return manifest, [
-            (name, f"{mf.META}/{e.object}", e.size, e.crc, e.offset)
-            for name, e in manifest.files.items()
-        ]
+        return manifest, _items(manifest)
     everything = await store.list_objects()
     # Keys ending in "/" (or the prefix itself) are folder markers, not files.
     plain = [
@@ -105,9 +140,12 @@ async def _plan(store: Storage, catalog: Catalog) -> tuple[mf.Manifest | None, l
     return None, [(o.key, o.key, o.size, None, None) for o in plain]
 
 
-async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path) -> None:
+async def _fetch(
+    store: Storage, engine: Engine, items: list[Item], target: Path, meter: Meter
+) -> None:
     """Download into a staging folder inside ``target``, then move into place, so a
     failed restore leaves nothing behind."""
+    meter.begin(len(items), sum(size for _, _, size, _, _ in items))
     staging = target / f"{mf.STAGING}{uuid.uuid4().hex[:12]}"
     await anyio.to_thread.run_sync(_start, store, items, staging, limiter=engine.threads)
     try:
@@ -116,7 +154,7 @@ async def _fetch(store: Storage, engine: Engine, items: list[Item], target: Path
             Download(key, name, os.path.join(folder, name), n, crc, offset)
             for name, key, n, crc, offset in items
         ]
-        await engine.download(store, downloads)
+        await engine.download(store, downloads, meter)
         names = [d.name for d in downloads]
         await anyio.to_thread.run_sync(_move_into, staging, target, names, limiter=engine.threads)
     finally:

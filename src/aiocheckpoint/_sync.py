@@ -23,6 +23,8 @@ from ._checkpoint import AsyncCheckpoint, PathLike
 from ._config import TransferConfig
 from ._errors import CheckpointClosedError, CheckpointError
 from ._pending import LIVE, PendingSave, arm_exit_hook, close_quietly, wait
+from ._progress import ProgressCallback
+from ._reports import Removal, Usage, VerifyReport, VersionFiles, VersionInfo
 
 T = TypeVar("T")
 log = logging.getLogger("aiocheckpoint")
@@ -192,6 +194,7 @@ class SyncCheckpoint(Checkpoint):
         endpoint_url: str | None = None,
         region_name: str | None = None,
         botocore_config: Any = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         make = partial(
             AsyncCheckpoint,
@@ -202,6 +205,7 @@ class SyncCheckpoint(Checkpoint):
             endpoint_url=endpoint_url,
             region_name=region_name,
             botocore_config=botocore_config,
+            progress=progress,
         )
         make()  # argument errors surface here, before a thread starts
         self._loop = _Loop(make)
@@ -211,10 +215,10 @@ class SyncCheckpoint(Checkpoint):
         # background save, through the exit hook (_pending.arm_exit_hook).
         self._finalizer = weakref.finalize(self, close_quietly, self._loop)
 
-    def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        """Run ``AsyncCheckpoint.method(*args)`` on the private loop."""
+    def _run(self, method: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``AsyncCheckpoint.method(*args, **kwargs)`` on the private loop."""
         self._check_usable()
-        return self._loop.run(partial(method, self._loop.checkpoint, *args))
+        return self._loop.run(partial(method, self._loop.checkpoint, *args, **kwargs))
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -258,29 +262,42 @@ class SyncCheckpoint(Checkpoint):
         self._check_usable()
         return self._loop.checkpoint.prev_exists()
 
-    def restore(self, path: PathLike | None = None) -> Path | None:
-        return self._run(AsyncCheckpoint.restore, path)
+    def restore(
+        self,
+        path: PathLike | None = None,
+        *,
+        version: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Path | None:
+        return self._run(AsyncCheckpoint.restore, path, version=version, progress=progress)
 
-    def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
-        return self._run(AsyncCheckpoint.save, cp)
+    def save(
+        self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None
+    ) -> None:
+        return self._run(AsyncCheckpoint.save, cp, progress=progress)
 
-    def read(self) -> bytes | None:
-        return self._run(AsyncCheckpoint.read)
+    def read(
+        self, *, version: int | None = None, progress: ProgressCallback | None = None
+    ) -> bytes | None:
+        return self._run(AsyncCheckpoint.read, version=version, progress=progress)
 
     def write(self, b: bytes | bytearray | memoryview) -> None:
         return self._run(AsyncCheckpoint.write, b)
 
-    def start_save(self, cp: PathLike | BinaryIO | io.IOBase) -> PendingSave:
+    def start_save(
+        self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None
+    ) -> PendingSave:
         """:meth:`save` in the background: returns once ``cp`` is snapshotted, while the
         upload and commit go on; the caller may then change or delete the files. One
         background save at a time: a save while one is pending waits for it first.
 
+        :param progress: as for :meth:`save`; called from the checkpoint's loop thread.
         :return: the handle to wait for, or cancel, the save.
         :raises CheckpointError: the previous background save failed and nothing reported
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
-        return self._start(AsyncCheckpoint.start_save, cp)
+        return self._start(partial(AsyncCheckpoint.start_save, progress=progress), cp)
 
     def start_write(self, b: bytes | bytearray | memoryview) -> PendingSave:
         """:meth:`write` in the background: ``bytes`` are stored as given, anything else
@@ -295,7 +312,32 @@ class SyncCheckpoint(Checkpoint):
         handle = self._loop.run(partial(self._loop.start, method, arg))
         return PendingSave(self, self._loop, handle)
 
+    # -- the versions at checkpoint_dest (see AsyncCheckpoint's) ------------------
 
-for _name in ("prev_exists", "restore", "save", "read", "write"):
+    def versions(self) -> list[VersionInfo]:
+        return self._run(AsyncCheckpoint.versions)
+
+    def inspect(self, version: int | None = None) -> VersionFiles:
+        return self._run(AsyncCheckpoint.inspect, version)
+
+    def verify(
+        self, version: int | None = None, *, progress: ProgressCallback | None = None
+    ) -> VerifyReport:
+        return self._run(AsyncCheckpoint.verify, version, progress=progress)
+
+    def prune(self, keep: int, *, dry_run: bool = False) -> Removal:
+        return self._run(AsyncCheckpoint.prune, keep, dry_run=dry_run)
+
+    def gc(self, *, dry_run: bool = False) -> Removal:
+        return self._run(AsyncCheckpoint.gc, dry_run=dry_run)
+
+    def usage(self) -> Usage:
+        return self._run(AsyncCheckpoint.usage)
+
+
+for _name in (
+    *("prev_exists", "restore", "save", "read", "write"),
+    *("versions", "inspect", "verify", "prune", "gc", "usage"),
+):
     getattr(SyncCheckpoint, _name).__doc__ = getattr(AsyncCheckpoint, _name).__doc__
 del _name

@@ -23,6 +23,7 @@ from ._checksum import to_text
 from ._compact import refill
 from ._engine import Download, Engine, Stored, Upload
 from ._errors import CorruptCheckpointError
+from ._progress import Meter
 from ._scan import changed
 from .storage import Storage
 
@@ -83,11 +84,18 @@ def new_folder(version: int) -> str:
 
 
 async def upload_changes(
-    engine: Engine, store: Storage, folder: str, items: list[Upload], base: mf.Manifest | None
+    engine: Engine,
+    store: Storage,
+    folder: str,
+    items: list[Upload],
+    base: mf.Manifest | None,
+    meter: Meter,
 ) -> Uploaded:
     """Store under ``folder`` the items whose content ``base`` does not hold, and the
-    small files whose packs are too empty to keep (see ``_compact``)."""
+    small files whose packs are too empty to keep (see ``_compact``). Unchanged files
+    count into ``meter`` as done at once."""
     prefix = f"{mf.META}/{folder}"
+    meter.begin(len(items), sum(max(u.size, 0) for u in items))
     sent, kept = await changed(items, base.files if base else {}, engine.threads)
     config = engine.config
     plan = refill(base, items, sent, kept, config.packed_below, config.pack_bytes) if base else None
@@ -96,12 +104,16 @@ async def upload_changes(
         chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in plan.again}
         sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
         kept = [name for name in kept if name not in plan.again]
+    sizes = {u.name: max(u.size, 0) for u in items}
+    meter.moved(sum(sizes[name] for name in kept), kept[-1] if kept else None, files=len(kept))
     if base is None or plan is None or not plan.copied:
-        return Uploaded(folder, sent, await engine.upload(store, prefix, sent), kept)
+        return Uploaded(folder, sent, await engine.upload(store, prefix, sent, meter), kept)
     spare = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "aiocheckpoint-"))
     try:
-        sent += await _copy_out(engine, store, base, plan.copied, spare)
-        return Uploaded(folder, sent, await engine.upload(store, prefix, sent), kept)
+        copies = await _copy_out(engine, store, base, plan.copied, spare)
+        meter.begin(len(copies), sum(u.size for u in copies))
+        sent += copies
+        return Uploaded(folder, sent, await engine.upload(store, prefix, sent, meter), kept)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, spare, True)
@@ -142,8 +154,10 @@ class EarlyUpload:
         items: list[Upload],
         guess: mf.Manifest | None,
         starts: list[tuple[BinaryIO, int]],
+        meter: Meter,
     ) -> None:
         self.guess = guess
+        self._meter = meter
         self.folder = new_folder((guess.version if guess else 0) + 1)
         self._engine = engine
         self._store = store
@@ -160,7 +174,7 @@ class EarlyUpload:
         try:
             with self._scope:
                 self._outcome = await upload_changes(
-                    self._engine, self._store, self.folder, self._items, self.guess
+                    self._engine, self._store, self.folder, self._items, self.guess, self._meter
                 )
         except Exception as exc:  # raised only if the guess holds
             self._outcome = exc
@@ -183,6 +197,7 @@ class EarlyUpload:
         """Cancel the upload and rewind the streams, to be read again."""
         self._scope.cancel()
         await self._done.wait()
+        self._meter.again()
         for stream, start in self._starts:
             stream.seek(start)
         log.debug(

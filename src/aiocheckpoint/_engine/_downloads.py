@@ -17,6 +17,7 @@ from .._checksum import combine_parts
 from .._config import TransferConfig
 from .._errors import CorruptCheckpointError, MissingObjectError
 from .._io import open_target
+from .._progress import Meter
 from .._tasks import task_group
 from ..storage import FileCopy, Storage
 from ._items import Download
@@ -34,8 +35,14 @@ class Downloader:
     """Fetches items into their target paths, verifying size and CRC-32 where known."""
 
     def __init__(
-        self, config: TransferConfig, limits: Limits, threads: CapacityLimiter, storage: Storage
+        self,
+        config: TransferConfig,
+        limits: Limits,
+        threads: CapacityLimiter,
+        storage: Storage,
+        meter: Meter,
     ) -> None:
+        self._meter = meter
         self._config = config
         self._limits = limits
         self._threads = threads
@@ -70,6 +77,7 @@ class Downloader:
             task_status.started()
             got = await self._storage.get_files(copies)
         self._verify_all(batch, got)
+        self._meter.moved(sum(item.size for item in batch), batch[-1].name, files=len(batch))
 
     async def _pack_range(self, run: list[Download], *, task_status: TaskStatus[None]) -> None:
         """The files of one range of a pack: one GET, then written a group per
@@ -88,6 +96,7 @@ class Downloader:
                     for group in batches([d.size for d in run], THREAD_FILES, THREAD_BYTES):
                         tg.start_soon(self._write_group, view, pieces, group, got)
         self._verify_all(run, got)
+        self._meter.moved(sum(d.size for d in run), run[-1].name, files=len(run))
 
     async def _write_group(
         self,
@@ -128,6 +137,7 @@ class Downloader:
                 with anyio.CancelScope(shield=True):
                     await self._thread(os.close, fd)
         self._verify(item, got, crc)
+        self._meter.moved(item.size, item.name, files=1)
 
     async def _ranges(self, item: Download, *, task_status: TaskStatus[None]) -> None:
         """Concurrent ranged GETs, each under a permit of its own."""
@@ -146,6 +156,7 @@ class Downloader:
                 await self._thread(os.close, fd)
         crc = combine_parts([pieces[o] for o in sorted(pieces)])
         self._verify(item, sum(length for _, length in pieces.values()), crc)
+        self._meter.moved(0, item.name, files=1)
 
     async def _range(
         self,
@@ -160,6 +171,7 @@ class Downloader:
         async with self._limits.permit(1, length):
             task_status.started()
             pieces[offset] = await self._get_into(item, fd, offset, length)
+        self._meter.moved(length, item.name)
 
     async def _get_into(
         self, item: Download, fd: int, offset: int, length: int, *, whole: bool = False

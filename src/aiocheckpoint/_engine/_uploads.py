@@ -19,6 +19,7 @@ from .._config import MAX_PART_SIZE, MAX_PARTS, TransferConfig
 from .._errors import CheckpointError
 from .._io import new_body, read_at, read_stream
 from .._manifest import PACKS
+from .._progress import Meter
 from .._tasks import task_group
 from ..storage import FileCopy, MultipartUpload, Storage
 from ._items import InPack, Stored, Upload
@@ -45,7 +46,9 @@ class Uploader:
         threads: CapacityLimiter,
         storage: Storage,
         prefix: str,
+        meter: Meter,
     ) -> None:
+        self._meter = meter
         self._config = config
         self._limits = limits
         self._threads = threads
@@ -110,6 +113,7 @@ class Uploader:
         for i, item, crc in zip(where, batch, crcs, strict=True):
             results[i] = Stored(item.size, crc)
             self._stored(item)
+        self._meter.moved(sum(u.size for u in batch), batch[-1].name, files=len(batch))
 
     async def _pack(
         self,
@@ -138,6 +142,7 @@ class Uploader:
             await self._storage.put(self._prefix + name, body, crc)
         for i, item, piece, file_crc in zip(where, batch, pieces, crcs, strict=True):
             results[i] = Stored(item.size, file_crc, pack=InPack(name, piece.offset, total))
+        self._meter.moved(total, batch[-1].name, files=len(batch))
         log.debug("stored %d files in %s", len(batch), self._storage.describe(self._prefix + name))
 
     async def _read_group(
@@ -169,13 +174,15 @@ class Uploader:
             async with task_group() as tg:
                 for number, offset in enumerate(range(0, size, part), start=1):
                     length = min(part, size - offset)
-                    await tg.start(self._file_part, upload, path, number, offset, length, parts)
+                    args = (upload, path, number, offset, length, parts, item.name)
+                    await tg.start(self._file_part, *args)
             await self._complete(upload)
         except BaseException:
             await _abort(upload)
             raise
         results[i] = Stored(size, combine_parts([parts[n] for n in sorted(parts)]))
         self._stored(item)
+        self._meter.moved(0, item.name, files=1)
 
     async def _file_part(
         self,
@@ -185,6 +192,7 @@ class Uploader:
         offset: int,
         length: int,
         parts: Parts,
+        name: str,
         *,
         task_status: TaskStatus[None],
     ) -> None:
@@ -193,6 +201,7 @@ class Uploader:
             chunk = await self._thread(read_at, path, offset, length, new_body(length))
             await upload.put_part(number, offset, chunk.body, chunk.crc)
         parts[number] = (chunk.crc, length)
+        self._meter.moved(length, name)
 
     async def _stream(self, item: Upload, i: int, results: list[Stored | None]) -> None:
         """A binary stream read front to back, never all of it in memory: one PUT if it
@@ -222,6 +231,7 @@ class Uploader:
             raise
         results[i] = Stored(offset, combine_parts([parts[n] for n in sorted(parts)]))
         self._stored(item)
+        self._meter.moved(0, item.name, files=1)
 
     async def _first_part(
         self,
@@ -246,12 +256,14 @@ class Uploader:
                 else:
                     await self._storage.put(self._key(item), chunk.body, chunk.crc)
                     self._stored(item)
+                self._meter.moved(chunk.size, item.name, files=1)
                 task_status.started(stored)
                 return
             upload = started.upload = await _start_multipart(self._storage, self._key(item))
             parts[1] = (chunk.crc, chunk.size)
             task_status.started(upload)
             await upload.put_part(1, 0, chunk.body, chunk.crc)
+        self._meter.moved(chunk.size, item.name)
 
     async def _stream_part(
         self,
@@ -276,6 +288,7 @@ class Uploader:
             if chunk.size:
                 await upload.put_part(number, offset, chunk.body, chunk.crc)
                 parts[number] = (chunk.crc, chunk.size)
+        self._meter.moved(chunk.size, item.name)
 
     async def _complete(self, upload: MultipartUpload) -> None:
         async with self._limits.permit():

@@ -1,0 +1,116 @@
+"""Progress of a save, restore or verify: the events a ``progress=`` callback receives, and
+the meter that counts an operation's files and bytes and sends them, a few per second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One progress event, as received by a ``progress=`` callback.
+
+    The totals are known at the first event. ``bytes_done`` never goes down, never counts
+    a byte sent or fetched again after a retry, never passes ``bytes_total``, and equals it
+    at the ``finished`` event. A file counts as done once all of its bytes are stored (or
+    fetched and checked); an unchanged file that a save does not send again counts at once.
+    Totals grow only where more work appears on the way: a stream of unknown length, or
+    an operation that starts over on a newer version (the work done so far stays counted).
+
+    :ivar phase: ``"save"``, ``"restore"`` or ``"verify"``.
+    :ivar files_done: files done so far.
+    :ivar files_total: files the operation handles.
+    :ivar bytes_done: bytes done so far.
+    :ivar bytes_total: bytes the operation handles.
+    :ivar path: the checkpoint path of a file the last event counted, if any.
+    :ivar finished: True for the last event of an operation that succeeded.
+    """
+
+    phase: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    path: str | None = None
+    finished: bool = False
+
+
+ProgressCallback = Callable[[Progress], object]
+
+#: Seconds between events: a bar redrawn ten times a second looks live and costs nothing.
+INTERVAL = 0.1
+
+
+class Meter:
+    """Counts one operation's progress; sends an event to ``callback`` at the start, at
+    most every ``INTERVAL`` seconds while bytes move, and at the end. A callback that
+    raises fails the operation with its error, and is not called again."""
+
+    def __init__(self, phase: str, callback: ProgressCallback | None) -> None:
+        self.phase = phase
+        self._callback = callback
+        self._files = self._files_total = self._bytes = self._bytes_total = 0
+        self._path: str | None = None
+        self._sent = 0.0  # monotonic time of the last event
+
+    def begin(self, files: int, nbytes: int) -> None:
+        """Add work before it starts (the first call sends the first event)."""
+        self._files_total += files
+        self._bytes_total += nbytes
+        self._send(force=True)
+
+    def again(self) -> None:
+        """The work begun and not done will not be done (an operation starting over):
+        what is done stays counted, the rest leaves the totals."""
+        self._files_total = self._files
+        self._bytes_total = self._bytes
+
+    def moved(self, nbytes: int, path: str | None = None, *, files: int = 0) -> None:
+        """``nbytes`` more are done, and ``files`` more files (the last one ``path``)."""
+        self._bytes += nbytes
+        self._files += files
+        # a stream's length is known only once read
+        self._bytes_total = max(self._bytes_total, self._bytes)
+        self._files_total = max(self._files_total, self._files)
+        if path is not None:
+            self._path = path
+        self._send()
+
+    def finish(self) -> None:
+        """The operation succeeded: the last event."""
+        self._bytes_total = self._bytes
+        self._files_total = self._files
+        self._send(force=True, finished=True)
+
+    def _send(self, *, force: bool = False, finished: bool = False) -> None:
+        callback = self._callback
+        if callback is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._sent < INTERVAL:
+            return
+        self._sent = now
+        event = Progress(
+            self.phase,
+            self._files,
+            self._files_total,
+            self._bytes,
+            self._bytes_total,
+            self._path,
+            finished,
+        )
+        self._callback = None  # a callback that raised is not called again
+        callback(event)
+        self._callback = callback
+
+
+def meter(phase: str, callback: ProgressCallback | None) -> Meter:
+    """A meter for ``phase``; ``callback`` must be callable or None.
+
+    :raises TypeError: ``callback`` is neither.
+    """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"progress must be a callable or None, not {type(callback).__name__}")
+    return Meter(phase, callback)
