@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from . import _commands
+from . import __version__, _commands
 from ._errors import CheckpointError
 
 EXIT_STATUS = """\
@@ -21,12 +21,14 @@ exit status:
   1    verify found a file missing or corrupt
   2    bad usage, no checkpoint at URL, or an error (the message names the URL)
   130  interrupted (Ctrl-C)
+  141  stdout was closed early (as by `| head`)
 """
 
 URL_HELP = "the checkpoint: a local path, file:// URL or s3://bucket/prefix"
 
 #: What a user can cause (a typo, a missing file, a storage failure): one line, exit 2.
-#: Anything else is a bug, shown with its traceback.
+#: Anything else is a bug: exit 2 too (never 1, which scripts read as a failed check),
+#: with its traceback.
 EXPECTED = (CheckpointError, ValueError, TypeError, OSError, ImportError)
 
 
@@ -53,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             say(f"error: {one_line(exc)}")
             return 2
+        except Exception as exc:
+            traceback.print_exc()
+            say(f"internal error (please report it): {one_line(exc)}")
+            return 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,8 +73,6 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     global_options(top, defaults=True)
-    from . import __version__
-
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = top.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
