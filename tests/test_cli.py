@@ -137,7 +137,8 @@ def test_usage_errors_exit_2(args, capsys):
     assert main(args) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert "usage: aiocheckpoint" in err and "aiocheckpoint" in lines(err)[-1]
+    assert lines(err)[0].startswith("usage: aiocheckpoint")
+    assert lines(err)[-1].startswith("aiocheckpoint") and ": error: " in lines(err)[-1]
 
 
 def test_the_console_script_runs_main(site, tmp_path, capsys):
