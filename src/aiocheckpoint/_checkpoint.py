@@ -235,7 +235,7 @@ class AsyncCheckpoint(Admin):
             raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
         if version is not None:
             check_positive("version", version)
-        watch = meter("restore", progress or self._progress)
+        watch = meter("restore", self._progress if progress is None else progress)
         self._check_open()
         if self._src is None:
             return None
@@ -294,7 +294,7 @@ class AsyncCheckpoint(Admin):
             (default: the constructor's ``progress``).
         :raises CheckpointError: another writer committed to the same dest meanwhile.
         """
-        watch = meter("save", progress or self._progress)
+        watch = meter("save", self._progress if progress is None else progress)
         self._check_open()
         await self._save(await _scan.uploads(cp, self._threads), watch)
 
@@ -348,7 +348,7 @@ class AsyncCheckpoint(Admin):
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
-        watch = meter("save", progress or self._progress)
+        watch = meter("save", self._progress if progress is None else progress)
         self._check_open()
         async with self._save_lock:
             await self._background.settle()
