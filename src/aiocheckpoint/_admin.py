@@ -61,7 +61,7 @@ class Admin:
         :raises CorruptCheckpointError: its manifest cannot be read.
         """
         _check_version(version)
-        watch = meter("verify", progress or self._progress)
+        watch = meter("verify", self._progress if progress is None else progress)
         store = await self._storage(self._dest)
         manifest = await chosen(store, self._catalog, version)
         return await verify(store, self._engine, manifest, watch)

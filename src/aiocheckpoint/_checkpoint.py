@@ -29,7 +29,15 @@ from ._progress import Meter, ProgressCallback, meter
 from ._restore import restore_into
 from ._snapshot import Snapshot, copied_bytes, snapshot
 from ._upload import check_key_lengths
-from .storage import Location, S3Options, Storage, Storages, check_available, parse_location
+from .storage import (
+    Location,
+    S3Options,
+    Storage,
+    Storages,
+    check_available,
+    check_botocore_config,
+    parse_location,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -83,7 +91,7 @@ class AsyncCheckpoint(Admin):
         for name, value in (("endpoint_url", endpoint_url), ("region_name", region_name)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
-        _check_botocore_config(botocore_config)
+        check_botocore_config(botocore_config)
         meter("", progress)  # a wrong type is refused now
         self._progress = progress
         self._keep = keep_versions
@@ -235,7 +243,7 @@ class AsyncCheckpoint(Admin):
             raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
         if version is not None:
             check_positive("version", version)
-        watch = meter("restore", progress or self._progress)
+        watch = meter("restore", self._progress if progress is None else progress)
         self._check_open()
         if self._src is None:
             return None
@@ -294,7 +302,7 @@ class AsyncCheckpoint(Admin):
             (default: the constructor's ``progress``).
         :raises CheckpointError: another writer committed to the same dest meanwhile.
         """
-        watch = meter("save", progress or self._progress)
+        watch = meter("save", self._progress if progress is None else progress)
         self._check_open()
         await self._save(await _scan.uploads(cp, self._threads), watch)
 
@@ -348,7 +356,7 @@ class AsyncCheckpoint(Admin):
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
-        watch = meter("save", progress or self._progress)
+        watch = meter("save", self._progress if progress is None else progress)
         self._check_open()
         async with self._save_lock:
             await self._background.settle()
@@ -378,21 +386,6 @@ class AsyncCheckpoint(Admin):
     def _start(self, store: Storage, snap: Snapshot, watch: Meter) -> AsyncPendingSave:
         save = Save(store, self._engine, self._catalog, self._keep, snap.items, watch)
         return self._background.start(save, snap)
-
-
-def _check_botocore_config(config: Any) -> None:
-    if config is None:
-        return
-    try:
-        from botocore.config import Config
-
-        ok = isinstance(config, Config)
-    except ImportError:  # no botocore: whatever it is, it is not its Config
-        ok = False
-    if not ok:
-        raise TypeError(
-            f"botocore_config must be a botocore.config.Config, not {type(config).__name__}"
-        )
 
 
 def _running_loop() -> str:

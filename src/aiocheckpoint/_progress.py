@@ -46,12 +46,17 @@ INTERVAL = 0.1
 class Meter:
     """Counts one operation's progress; sends an event to ``callback`` at the start, at
     most every ``INTERVAL`` seconds while bytes move, and at the end. A callback that
-    raises fails the operation with its error, and is not called again."""
+    raises fails the operation with its error, and is not called again.
+
+    An operation that starts over (:meth:`again`) counts its new attempt from zero
+    underneath what was reported: the events stand still until the new attempt passes
+    that point, so no byte sent twice is counted twice."""
 
     def __init__(self, phase: str, callback: ProgressCallback | None) -> None:
         self.phase = phase
         self._callback = callback
-        self._files = self._files_total = self._bytes = self._bytes_total = 0
+        self._files = self._files_total = self._bytes = self._bytes_total = 0  # this attempt
+        self._floor = (0, 0)  # (files, bytes) reported before this attempt
         self._path: str | None = None
         self._sent = 0.0  # monotonic time of the last event
 
@@ -62,10 +67,9 @@ class Meter:
         self._send(force=True)
 
     def again(self) -> None:
-        """The work begun and not done will not be done (an operation starting over):
-        what is done stays counted, the rest leaves the totals."""
-        self._files_total = self._files
-        self._bytes_total = self._bytes
+        """The work begun will be done again from the start."""
+        self._floor = self._done()
+        self._files = self._files_total = self._bytes = self._bytes_total = 0
 
     def moved(self, nbytes: int, path: str | None = None, *, files: int = 0) -> None:
         """``nbytes`` more are done, and ``files`` more files (the last one ``path``)."""
@@ -80,9 +84,10 @@ class Meter:
 
     def finish(self) -> None:
         """The operation succeeded: the last event."""
-        self._bytes_total = self._bytes
-        self._files_total = self._files
         self._send(force=True, finished=True)
+
+    def _done(self) -> tuple[int, int]:
+        return max(self._floor[0], self._files), max(self._floor[1], self._bytes)
 
     def _send(self, *, force: bool = False, finished: bool = False) -> None:
         callback = self._callback
@@ -92,15 +97,13 @@ class Meter:
         if not force and now - self._sent < INTERVAL:
             return
         self._sent = now
-        event = Progress(
-            self.phase,
-            self._files,
-            self._files_total,
-            self._bytes,
-            self._bytes_total,
-            self._path,
-            finished,
-        )
+        files, nbytes = self._done()
+        if finished:  # everything is done, whatever the totals said
+            files_total, bytes_total = files, nbytes
+        else:
+            files_total = max(self._files_total, files)
+            bytes_total = max(self._bytes_total, nbytes)
+        event = Progress(self.phase, files, files_total, nbytes, bytes_total, self._path, finished)
         self._callback = None  # a callback that raised is not called again
         callback(event)
         self._callback = callback

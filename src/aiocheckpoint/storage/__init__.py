@@ -25,6 +25,7 @@ __all__ = (
     "Storage",
     "Storages",
     "check_available",
+    "check_botocore_config",
     "parse_location",
 )
 
@@ -167,3 +168,18 @@ def merge_config(ours: Any, theirs: Any) -> Any:
         if isinstance(mine, dict) and isinstance(given, dict):
             merged = merged.merge(type(ours)(**{name: {**mine, **given}}))
     return merged
+
+
+def check_botocore_config(config: Any) -> None:
+    if config is None:
+        return
+    try:
+        from botocore.config import Config
+
+        ok = isinstance(config, Config)
+    except ImportError:  # no botocore: whatever it is, it is not its Config
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"botocore_config must be a botocore.config.Config, not {type(config).__name__}"
+        )
