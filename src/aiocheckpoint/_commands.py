@@ -4,6 +4,7 @@ twice and prints what it returns. Results go to stdout, bad files to stderr."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -154,17 +155,8 @@ def du(cmd: Command) -> int:
         usage = cp.usage()
     if not usage.versions:
         raise cmd.no_checkpoint()
-    fields = (
-        "versions",
-        "newest",
-        "stored_bytes",
-        "live_bytes",
-        "reclaimable_bytes",
-        "objects",
-        "unfinished_uploads",
-    )
     if cmd.args.json:
-        dump({name: getattr(usage, name) for name in fields})
+        dump(dataclasses.asdict(usage))
         return 0
     rows = [
         ("stored", size(usage.stored_bytes), f"in {count(usage.objects, 'object')}"),

@@ -41,7 +41,7 @@ class Engine:
         """Store every item under ``prefix + item.name``; returns what was stored, in the
         order given. Bytes count into ``meter`` as each request that stored them ends."""
         meter = meter or Meter("", None)
-        uploader = Uploader(self.config, self.limits, self.threads, storage, prefix, meter)
+        uploader = Uploader(self.config, self.limits, self.threads, storage, meter, prefix)
         return await uploader.run(items)
 
     async def download(

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
-from anyio import CapacityLimiter
 from anyio.abc import TaskStatus
 
 from .._checksum import combine_parts, crc32
-from .._config import TransferConfig
-from .._progress import Meter
 from .._tasks import task_group
-from ..storage import Storage
 from ._items import Download
 from ._packs import runs, span
-from ._permits import Limits
+from ._worker import Worker
 
 T = TypeVar("T")
 
@@ -25,24 +18,10 @@ T = TypeVar("T")
 Bad = tuple[Download, str]
 
 
-class Checker:
+class Checker(Worker):
     """Reads the bytes of items (``Download`` with no use for ``target``) a range at a
     time under the engine's permits, and reports each item that is missing, short or
     whose CRC-32 differs."""
-
-    def __init__(
-        self,
-        config: TransferConfig,
-        limits: Limits,
-        threads: CapacityLimiter,
-        storage: Storage,
-        meter: Meter,
-    ) -> None:
-        self._config = config
-        self._limits = limits
-        self._threads = threads
-        self._storage = storage
-        self._meter = meter
 
     async def run(self, items: list[Download]) -> list[Bad]:
         bad: list[Bad] = []
@@ -116,9 +95,6 @@ class Checker:
             data = await self._storage.get(item.key, offset, length)
             pieces[offset] = (await self._thread(crc32, data), len(data))
         self._meter.moved(length, item.name)
-
-    async def _thread(self, func: Callable[..., T], *args: object) -> T:
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
 
 def _slices(data: bytes | bytearray, starts: list[int], items: list[Download]) -> list[str]:

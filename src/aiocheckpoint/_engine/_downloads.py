@@ -5,24 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
 import anyio.to_thread
-from anyio import CapacityLimiter
 from anyio.abc import TaskStatus
 
 from .._checksum import combine_parts
-from .._config import TransferConfig
 from .._errors import CorruptCheckpointError, MissingObjectError
 from .._io import open_target
-from .._progress import Meter
 from .._tasks import task_group
-from ..storage import FileCopy, Storage
+from ..storage import FileCopy
 from ._items import Download
 from ._packs import THREAD_BYTES, THREAD_FILES, Piece, runs, span, write_pieces
-from ._permits import SMALL, Limits, batches
+from ._permits import SMALL, batches
+from ._worker import Worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -31,22 +28,8 @@ log = logging.getLogger("aiocheckpoint")
 T = TypeVar("T")
 
 
-class Downloader:
+class Downloader(Worker):
     """Fetches items into their target paths, verifying size and CRC-32 where known."""
-
-    def __init__(
-        self,
-        config: TransferConfig,
-        limits: Limits,
-        threads: CapacityLimiter,
-        storage: Storage,
-        meter: Meter,
-    ) -> None:
-        self._meter = meter
-        self._config = config
-        self._limits = limits
-        self._threads = threads
-        self._storage = storage
 
     async def run(self, items: list[Download]) -> None:
         packs: dict[str, list[Download]] = {}  # files of a pack, but big ones go alone
@@ -210,6 +193,3 @@ class Downloader:
     def _where(self, item: Download) -> str:
         url = self._storage.describe(item.key)
         return url if item.offset is None else f"{url} at offset {item.offset}"
-
-    async def _thread(self, func: Callable[..., T], *args: object) -> T:
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)

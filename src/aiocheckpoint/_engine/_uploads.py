@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +24,7 @@ from ..storage import FileCopy, MultipartUpload, Storage
 from ._items import InPack, Stored, Upload
 from ._packs import THREAD_BYTES, THREAD_FILES, Piece, read_pieces
 from ._permits import SMALL, Limits, batches
+from ._worker import Worker
 
 log = logging.getLogger("aiocheckpoint")
 
@@ -35,7 +35,7 @@ _STREAM_GROWTH = 1000
 Parts = dict[int, tuple[int, int]]  # part number: (CRC-32, bytes)
 
 
-class Uploader:
+class Uploader(Worker):
     """Stores the items of one upload under ``prefix``; :meth:`run` returns what was
     stored, in the order given."""
 
@@ -45,14 +45,10 @@ class Uploader:
         limits: Limits,
         threads: CapacityLimiter,
         storage: Storage,
-        prefix: str,
         meter: Meter,
+        prefix: str,
     ) -> None:
-        self._meter = meter
-        self._config = config
-        self._limits = limits
-        self._threads = threads
-        self._storage = storage
+        super().__init__(config, limits, threads, storage, meter)
         self._prefix = prefix
 
     async def run(self, items: list[Upload]) -> list[Stored]:
@@ -293,9 +289,6 @@ class Uploader:
     async def _complete(self, upload: MultipartUpload) -> None:
         async with self._limits.permit():
             await upload.complete()
-
-    async def _thread(self, func: Callable[..., Any], *args: object) -> Any:
-        return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
     def _stored(self, item: Upload) -> None:
         key = self._key(item)
