@@ -290,15 +290,27 @@ def test_gc_removes_a_killed_saves_leftovers_and_nothing_else(site, tmp_path, re
     if uploads:
         assert uploads.open() == set(uploads.keys)
 
-    *listed, summary = lines(run(site.env, "gc", site.url).stdout)
+    done = run(site.env, "gc", site.url)
+    *listed, summary = lines(done.stdout)
     assert listed == [
         line.replace("would delete", "deleted").replace("would abort", "aborted")
         for line in expected
     ]
     assert summary.startswith("removed 1 object ")
+    folder = in_flight.rsplit("/", 1)[0]
+    assert f"left {site.url}/{folder}" in done.stderr
+    assert "a save above the newest version, which may still be running" in done.stderr
     assert site.keys() == before - {dead}
     if uploads:
         assert uploads.open() == {uploads.keys[1]}
+
+    # told that no save runs, it takes what the save above the newest version left
+    *listed, summary = lines(run(site.env, "gc", site.url, "--no-save-running").stdout)
+    assert listed[0] == f"deleted {site.url}/{in_flight}"
+    assert site.keys() == before - {dead, in_flight}
+    if uploads:
+        assert listed[1:] == [f"aborted upload {site.url}/{uploads.keys[1]}"]
+        assert uploads.open() == set()
     for number, held in enumerate(versions, 1):
         into = tmp_path / f"v{number}"
         run(site.env, "restore", site.url, str(into), "--version", str(number))

@@ -5,11 +5,14 @@ add up what is stored."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from _s3server import match
 from _trees import read_tree, write_tree
 from conftest import Location
 
@@ -281,3 +284,54 @@ async def test_the_async_twins_answer_as_the_sync_ones(location, tmp_path):
     for name in ("versions", "inspect", "verify", "prune", "gc", "usage"):
         assert inspect.iscoroutinefunction(getattr(AsyncCheckpoint, name))
         assert getattr(SyncCheckpoint, name).__doc__ == getattr(AsyncCheckpoint, name).__doc__
+
+
+KILLED_SAVE = """
+import sys
+from aiocheckpoint import SyncCheckpoint, TransferConfig
+MiB = 1024 * 1024
+config = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+with SyncCheckpoint(sys.argv[1], transfer=config) as cp:
+    cp.save(sys.argv[2])
+"""
+
+
+def test_gc_collects_a_killed_save_once_told_none_is_running(
+    s3_control, s3, bucket, child_env, tmp_path
+):
+    dest = f"s3://{bucket}/cp"
+    with SyncCheckpoint(dest) as cp:
+        cp.write(b"version 1")
+    files = {"big.bin": bytes(11 * MiB), "small.txt": b"small"}
+    hold = s3_control.hold(match("POST", param="uploadId"))  # completing the multipart upload
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SAVE, dest, str(write_tree(tmp_path / "src", files))],
+        env=child_env,
+    )
+    try:
+        assert hold.wait_for(1, timeout=120), "the save never completed its upload"
+    finally:
+        child.kill()
+        child.wait(60)
+    hold.release()
+    store = Location("s3", tmp_path, s3, bucket)
+    live = store.referenced(dest)
+    left = store.data_keys(dest) - live
+    # its early upload guessed a new checkpoint (folder 1), then it uploaded into folder 2
+    below = {k for k in left if "/data/0000000001-" in k}
+    above = left - below
+    assert below and above and all("/data/0000000002-" in k for k in above)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    with SyncCheckpoint(dest, dest) as cp:
+        cautious = cp.gc()
+        assert sorted(cautious.objects) == sorted(f"{dest}/{k}" for k in below)
+        assert not cautious.uploads
+        (folder,) = cautious.running
+        assert folder.startswith(f"{dest}/.aiocheckpoint/data/0000000002-")
+        told = cp.gc(no_save_running=True)
+        assert sorted(told.objects) == sorted(f"{dest}/{k}" for k in above)
+        assert [u.removeprefix(folder) for u in told.uploads] == ["big.bin"]
+        assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        assert cp.read() == b"version 1"
+        assert [v.version for v in cp.versions()] == [1]
+    assert store.data_keys(dest) == live

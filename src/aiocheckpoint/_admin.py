@@ -3,6 +3,7 @@ Each method opens the storage and delegates to ``_versions``."""
 
 from __future__ import annotations
 
+from . import _manifest as mf
 from ._catalog import Catalog
 from ._config import check_positive
 from ._engine import Engine
@@ -84,22 +85,29 @@ class Admin:
         dropped, keys = inventory.prune(keep)
         return await remove(store, inventory, dropped, keys, [], dry_run=dry_run)
 
-    async def gc(self, *, dry_run: bool = False) -> Removal:
+    async def gc(self, *, dry_run: bool = False, no_save_running: bool = False) -> Removal:
         """Delete what saves that never committed left at ``checkpoint_dest``: data
         folders no version names, unfinished multipart uploads, temp files of commits.
-        Only saves numbered up to the newest version are touched (a higher number may be
-        a save in flight), and nothing any version names.
+        Nothing any version names is touched, nor, by default, what saves numbered above
+        the newest version wrote: they may still be running (see ``Removal.running``).
 
         :param dry_run: delete nothing, only say what would go.
+        :param no_save_running: you know that no process saves to this location now:
+            collect the saves above the newest version too (a killed save's leftovers
+            are usually there). A save that is running after all fails, or, if it was
+            about to commit, commits a version that cannot be restored.
         :return: what was deleted (or would be).
         :raises CheckpointNotFoundError: no checkpoint.
         :raises CorruptCheckpointError: a manifest cannot be read (nothing is deleted).
         """
         store = await self._storage(self._dest)
         inventory = await Inventory.take(store, self._engine, self._catalog)
-        keys = inventory.garbage(sorted([*inventory.manifests, *inventory.unreadable]))
-        uploads = inventory.crashed_uploads()
-        return await remove(store, inventory, [], keys, uploads, dry_run=dry_run)
+        versions = sorted([*inventory.manifests, *inventory.unreadable])
+        upto = mf.LAST_VERSION if no_save_running else None
+        keys = inventory.garbage(versions, upto)
+        uploads = inventory.crashed_uploads(upto)
+        running = [] if no_save_running else inventory.running()
+        return await remove(store, inventory, [], keys, uploads, dry_run=dry_run, running=running)
 
     async def usage(self) -> Usage:
         """What ``checkpoint_dest`` stores, what its newest version needs, and what

@@ -156,10 +156,17 @@ def parser() -> argparse.ArgumentParser:
         "gc",
         _commands.gc,
         "Delete what no version needs",
-        "Data of saves that never committed, and their unfinished multipart uploads. A"
-        " save that may still be under way is left alone.",
+        "Data of saves that never committed, and their unfinished multipart uploads. Saves"
+        " numbered above the newest version may still be running, and are left alone"
+        " unless you say none is (--no-save-running).",
     )
     dry_run_option(sub)
+    sub.add_argument(
+        "--no-save-running",
+        action="store_true",
+        help="no process saves to URL now: remove the saves above the newest version too"
+        " (where a killed save's data usually is)",
+    )
     sub = command(
         "du",
         _commands.du,

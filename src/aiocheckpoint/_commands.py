@@ -145,8 +145,13 @@ def prune(cmd: Command) -> int:
 
 def gc(cmd: Command) -> int:
     with cmd.checkpoint() as cp:
-        removal = cp.gc(dry_run=cmd.args.dry_run)
+        removal = cp.gc(dry_run=cmd.args.dry_run, no_save_running=cmd.args.no_save_running)
     removed(removal)
+    for url in () if cmd.args.quiet else removal.running:
+        note(
+            f"left {url}: a save above the newest version, which may still be running"
+            " (--no-save-running removes it)"
+        )
     return 0
 
 
@@ -186,6 +191,10 @@ def removed(removal: Removal) -> None:
     if removal.uploads:
         what += f", {count(len(removal.uploads), 'unfinished upload')}"
     print(f"{'would remove' if would else 'removed'} {what}")
+
+
+def note(message: str) -> None:
+    print(f"aiocheckpoint: {message}", file=sys.stderr)
 
 
 def dump(value: object) -> None:

@@ -50,6 +50,9 @@ PACKS = f"{META}/pack-"
 #: systems, so that every checkpoint can be restored to local disk.
 MAX_NAME = 255
 
+#: The highest version number the layout can hold.
+LAST_VERSION = 10**10 - 1
+
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
 

@@ -328,8 +328,8 @@ class SyncCheckpoint(Checkpoint):
     def prune(self, keep: int, *, dry_run: bool = False) -> Removal:
         return self._run(AsyncCheckpoint.prune, keep, dry_run=dry_run)
 
-    def gc(self, *, dry_run: bool = False) -> Removal:
-        return self._run(AsyncCheckpoint.gc, dry_run=dry_run)
+    def gc(self, *, dry_run: bool = False, no_save_running: bool = False) -> Removal:
+        return self._run(AsyncCheckpoint.gc, dry_run=dry_run, no_save_running=no_save_running)
 
     def usage(self) -> Usage:
         return self._run(AsyncCheckpoint.usage)

@@ -11,7 +11,7 @@ before the manifests that name it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -153,22 +153,37 @@ class Inventory:
         data = sorted(k for k in named if k in self.objects)
         return dropped, data + [mf.manifest_key(v) for v in dropped]
 
-    def garbage(self, kept: list[int]) -> list[str]:
-        """Keys that none of the versions ``kept`` needs, of saves numbered up to the
-        newest version: data and manifests older than them, temp files of commits."""
+    def garbage(self, kept: list[int], upto: int | None = None) -> list[str]:
+        """Keys that none of the versions ``kept`` needs, of saves numbered up to
+        ``upto`` (default: the newest version): data and manifests older than them, temp
+        files of commits."""
         self._refuse_unreadable(kept, "collect garbage")
         retained = [self.manifests[v] for v in kept]
-        keys = mf.garbage(self.objects, retained, self.newest)
+        keys = mf.garbage(self.objects, retained, self.newest if upto is None else upto)
         return sorted(keys, key=lambda k: (k.startswith(mf.MANIFESTS), k))
 
-    def crashed_uploads(self) -> list[tuple[str, str]]:
-        """Open multipart uploads of saves numbered up to the newest version."""
-        newest = self.newest
+    def crashed_uploads(self, upto: int | None = None) -> list[tuple[str, str]]:
+        """Open multipart uploads of saves numbered up to ``upto`` (default: the newest
+        version)."""
+        upto = self.newest if upto is None else upto
         return [
             (key, upload_id)
             for key, upload_id in self.uploads
-            if (v := mf.data_dir_version(key)) is not None and v <= newest
+            if (v := mf.data_dir_version(key)) is not None and v <= upto
         ]
+
+    def running(self) -> list[str]:
+        """The data folders (keys ending in "/") of saves numbered above the newest
+        version, which may still be running."""
+        newest = self.newest
+        keys = [*self.objects, *(key for key, _ in self.uploads)]
+        return sorted(
+            {
+                mf.DATA + key[len(mf.DATA) :].split("/", 1)[0] + "/"
+                for key in keys
+                if (v := mf.data_dir_version(key)) is not None and v > newest
+            }
+        )
 
     def usage(self) -> Usage:
         newest = self.newest
@@ -204,6 +219,7 @@ async def remove(
     uploads: list[tuple[str, str]],
     *,
     dry_run: bool,
+    running: Sequence[str] = (),
 ) -> Removal:
     """Delete ``keys`` (data before manifests: while a manifest is there, what it names is
     collected again) and abort ``uploads``, unless ``dry_run``."""
@@ -227,6 +243,7 @@ async def remove(
         tuple(store.describe(k) for k in keys),
         sum(inventory.objects.get(k, 0) for k in keys),
         tuple(store.describe(key) for key, _ in uploads),
+        tuple(store.describe(folder) for folder in running),
     )
 
 
