@@ -37,6 +37,10 @@ class Events(list[Progress]):
         for before, after in zip(self, self[1:], strict=False):
             assert after.bytes_done >= before.bytes_done and after.files_done >= before.files_done
             assert after.bytes_total >= before.bytes_total or not exact
+        if exact:  # the totals of the first event hold to the end
+            assert {(e.files_total, e.bytes_total) for e in self} == {
+                (first.files_total, first.bytes_total)
+            }
         for e in self:
             assert 0 <= e.bytes_done <= e.bytes_total and 0 <= e.files_done <= e.files_total
             assert e.path is None or e.path in files

@@ -225,6 +225,21 @@ def test_save_prints_the_version_that_holds_it(site, tmp_path):
     # nothing changed: no new version, and the command says which one holds it
     assert "version 1 holds it" in run(site.env, "save", site.url, str(src)).stdout
     assert [v["version"] for v in json.loads(run(site.env, "ls", site.url, "--json").stdout)] == [1]
+    # without --keep, a save by hand deletes no version
+    more = write_tree(tmp_path / "b", V2)
+    assert "version 2 holds it" in run(site.env, "save", site.url, str(more)).stdout
+    assert [v["version"] for v in json.loads(run(site.env, "ls", site.url, "--json").stdout)] == [
+        1,
+        2,
+    ]
+
+
+def test_a_failed_restore_leaves_no_folder_it_made(site, tmp_path):
+    site.save(tmp_path, V1)
+    into = tmp_path / "new" / "into"
+    done = run(site.env, "restore", site.url, str(into), "--version", "7", status=2)
+    assert "no version 7" in done.stderr
+    assert not into.exists()
 
 
 @pytest.mark.parametrize("how", ["overwrite", "delete"])

@@ -163,6 +163,8 @@ def test_garbage_keeps_retained_versions_and_saves_in_flight():
         manifest_key(3),
         ".aiocheckpoint/manifests/v0000000002.json.tmp-1234",
         ".aiocheckpoint/manifests/.tmp-0123456789ab",  # local temp names since issue #16
+        ".aiocheckpoint/manifests/.tmp-0123456789ab-v0000000003.json",  # and since #19
+        ".aiocheckpoint/manifests/.tmp-0123456789ab-v0000000004.json",  # a commit under way
     ]
     assert sorted(garbage(keys, [m3], upto=3)) == sorted(
         [
@@ -171,6 +173,7 @@ def test_garbage_keeps_retained_versions_and_saves_in_flight():
             manifest_key(1),
             ".aiocheckpoint/manifests/v0000000002.json.tmp-1234",
             ".aiocheckpoint/manifests/.tmp-0123456789ab",
+            ".aiocheckpoint/manifests/.tmp-0123456789ab-v0000000003.json",
         ]
     )
 

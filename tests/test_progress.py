@@ -103,7 +103,7 @@ def test_unchanged_files_count_as_done_at_once(location, tmp_path):
         cp.save(src, progress=again)
         assert [v.version for v in cp.versions()] == [1]  # nothing changed: no commit
     again.check("save", files)
-    assert len(again) == 2  # the first event, then all of it at once
+    assert again[1].bytes_done == again[1].bytes_total  # all of it at once
 
 
 def test_a_save_that_starts_over_keeps_what_it_counted(bucket, tmp_path, caplog):
@@ -170,6 +170,32 @@ def test_a_callback_that_raises_fails_the_save_cleanly(location, s3_control, s3,
         if location.kind == "s3":
             assert not s3.list_multipart_uploads(Bucket=location.bucket).get("Uploads")
         assert cp.read() == b"first"
+
+
+def test_a_callback_that_raises_fails_a_save_that_started_over(bucket, tmp_path):
+    # A new object saving over a version uploads at once, guessing a new checkpoint,
+    # then starts over on the version it lists: the callback's error is not lost with
+    # the first attempt.
+    dest = f"s3://{bucket}/cp"
+    with SyncCheckpoint(dest) as cp:
+        cp.write(b"first")
+    events = Raising(lambda e: True)
+    with SyncCheckpoint(dest, dest, transfer=PARTS) as cp:
+        with pytest.raises(Stop):
+            cp.save(write_tree(tmp_path / "v2", model(10)), progress=events)
+        assert len(events) == 1  # never called again
+        assert [v.version for v in cp.versions()] == [1]
+        assert cp.read() == b"first"
+
+
+def test_a_callback_that_raises_at_the_last_event_is_logged(location, tmp_path, caplog):
+    dest = location.new()
+    files = model(11)
+    with SyncCheckpoint(dest) as cp:
+        cp.save(write_tree(tmp_path / "src", files), progress=Raising(lambda e: e.finished))
+        assert [v.version for v in cp.versions()] == [1]  # the save succeeded
+    assert "the progress callback failed at the end of a save that succeeded" in caplog.text
+    assert "Stop('stopped at" in caplog.text
 
 
 def test_a_callback_that_raises_fails_restore_and_background_save(tmp_path):

@@ -107,6 +107,12 @@ def test_restore_and_read_an_older_version(location, tmp_path):
         assert cp.restore(version=1) == private  # downloaded once, as restore() is
         with pytest.raises(CheckpointNotFoundError, match="no version 4"):
             cp.restore(version=4)
+        with pytest.raises(ValueError, match="out1 already holds version 1, restored by"):
+            cp.restore(tmp_path / "out1", version=3)  # the two would mix
+        assert read_tree(tmp_path / "out1") == saved[0]
+    with SyncCheckpoint(dest) as cp:  # no checkpoint_src: nothing to restore a version of
+        with pytest.raises(ValueError, match="no checkpoint_src"):
+            cp.read(version=1)
     blob = location.new()
     with SyncCheckpoint(blob, blob, keep_versions=2) as cp:
         cp.write(b"first")
@@ -188,8 +194,9 @@ def crashed_leftovers(location: Location, dest: str) -> tuple[set[str], set[str]
     """What a killed save left below the newest version, and what a save in flight above
     it has written: (keys gc may take, keys it must leave)."""
     old = {".aiocheckpoint/data/0000000002-deadbeef0000/weights.bin"}
-    old.add(".aiocheckpoint/manifests/v0000000004.json.tmp-1234")
+    old.add(".aiocheckpoint/manifests/.tmp-0123456789ab-v0000000003.json")  # a lost commit
     flying = {".aiocheckpoint/data/0000000004-feedface0000/weights.bin"}
+    flying.add(".aiocheckpoint/manifests/.tmp-0123456789ab-v0000000004.json")  # committing
     for key in old | flying:
         location.put(dest, key, b"left behind")
     return old, flying
@@ -202,7 +209,7 @@ def test_gc_removes_crashed_saves_leftovers_and_nothing_else(location, s3, tmp_p
     uploads = []
     if location.kind == "s3":
         prefix = dest.removeprefix(f"s3://{location.bucket}/")
-        for key in (old | flying) - {k for k in old if ".tmp-" in k}:
+        for key in {k for k in old | flying if "/data/" in k}:
             made = s3.create_multipart_upload(Bucket=location.bucket, Key=f"{prefix}/{key}.part")
             uploads.append((f"{key}.part", made["UploadId"]))
     keys = location.keys(dest)
@@ -219,7 +226,7 @@ def test_gc_removes_crashed_saves_leftovers_and_nothing_else(location, s3, tmp_p
         assert "0000000002-deadbeef0000" in done.uploads[0]
         open_now = s3.list_multipart_uploads(Bucket=location.bucket).get("Uploads", [])
         assert [u["Key"].removeprefix(f"{prefix}/") for u in open_now] == [
-            f"{k}.part" for k in flying
+            f"{k}.part" for k in flying if "/data/" in k
         ]
     for i, files in enumerate(saved, start=1):
         with SyncCheckpoint(location.new(), dest) as cp:

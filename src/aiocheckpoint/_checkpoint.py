@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,6 +23,7 @@ from ._commit import Save
 from ._config import TransferConfig, check_positive
 from ._engine import Engine, Upload
 from ._errors import CheckpointClosedError, CheckpointError
+from ._folders import Folders, PathLike
 from ._progress import Meter, ProgressCallback, meter
 from ._restore import restore_into
 from ._snapshot import Snapshot, copied_bytes, snapshot
@@ -38,8 +37,6 @@ from .storage import (
     check_botocore_config,
     parse_location,
 )
-
-PathLike = str | os.PathLike[str]
 
 
 class AsyncCheckpoint(Admin):
@@ -106,8 +103,7 @@ class AsyncCheckpoint(Admin):
         self._open_lock = anyio.Lock()
         self._save_lock = anyio.Lock()
         self._restore_lock = anyio.Lock()
-        self._restored: dict[int | None, Path] = {}
-        self._tmpdir: Path | None = None
+        self._restored = Folders(self.SRC_LOCAL_FOLDER, self._threads)
         self._closed = False
         self._loop: EventLoopToken | None = None
         self._background = Background(str(self._dest), self._threads)
@@ -161,9 +157,7 @@ class AsyncCheckpoint(Admin):
                     pass
                 self._opened.clear()
                 await self._storages.aclose()
-                if self._tmpdir is not None:
-                    await self._thread(shutil.rmtree, self._tmpdir, True)
-                    self._tmpdir = None
+                await self._restored.remove()
         if error is not None:
             raise error
 
@@ -246,41 +240,16 @@ class AsyncCheckpoint(Admin):
         watch = meter("restore", self._progress if progress is None else progress)
         self._check_open()
         if self._src is None:
+            if version is not None:
+                raise ValueError(
+                    f"restore(version={version}) of {self!r}: there is no checkpoint_src to"
+                    " restore from (the versions API lists checkpoint_dest)"
+                )
             return None
         async with self._restore_lock:
-            if version not in self._restored:
-                store = await self._storage(self._src)
-                self._restored[version] = await self._restore_once(path, store, version, watch)
-            return self._restored[version]
-
-    async def _restore_once(
-        self, path: PathLike | None, store: Storage, version: int | None, watch: Meter
-    ) -> Path:
-        restore = partial(restore_into, store, self._engine, self._catalog)
-        if path is not None:
-            target = Path(os.fspath(path))  # a str or PathLike: restore() checked
-            if not await self._thread(target.is_dir):
-                raise ValueError(
-                    "Checkpoints can be restored to a directory only."
-                    f" {target} is not an existing directory."
-                )
-            await restore(target, version, watch)
-            return target
-        made = self._tmpdir is None
-        if self._tmpdir is None:
-            self._tmpdir = Path(await self._thread(tempfile.mkdtemp, None, "aiocheckpoint-"))
-        name = self.SRC_LOCAL_FOLDER + ("" if version is None else f"-v{version}")
-        target = self._tmpdir / name
-        try:
-            await self._thread(target.mkdir)
-            await restore(target, version, watch)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._thread(shutil.rmtree, self._tmpdir if made else target, True)
-            if made:
-                self._tmpdir = None
-            raise
-        return target
+            store = await self._storage(self._src)
+            restore = partial(restore_into, store, self._engine, self._catalog)
+            return await self._restored.get(path, version, lambda t: restore(t, version, watch))
 
     async def save(
         self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None

@@ -142,7 +142,7 @@ def parser() -> argparse.ArgumentParser:
         "--keep",
         metavar="N",
         type=int,
-        help="versions to keep after the save; older ones are deleted (default: 1)",
+        help="versions to keep after the save; older ones are deleted (default: keep all)",
     )
     sub = command(
         "prune",

@@ -115,16 +115,22 @@ def verify(cmd: Command) -> int:
 def restore(cmd: Command) -> int:
     target = Path(cmd.args.dir)
     with cmd.checkpoint(src=True) as cp, cmd.bar() as bar:
+        made = not target.exists()
         target.mkdir(parents=True, exist_ok=True)  # once the URL is known to be valid
-        cp.restore(target, version=cmd.args.version, progress=bar)
+        try:
+            cp.restore(target, version=cmd.args.version, progress=bar)
+        except BaseException:
+            if made:  # a failed restore leaves the folder as it was: not there
+                target.rmdir()
+            raise
     which = "" if cmd.args.version is None else f" version {cmd.args.version}"
     print(f"restored {cmd.url}{which} into {target}")
     return 0
 
 
 def save(cmd: Command) -> int:
-    options = {} if cmd.args.keep is None else {"keep_versions": cmd.args.keep}
-    with cmd.checkpoint(**options) as cp:
+    # Every version is kept unless --keep says otherwise: a save by hand deletes nothing.
+    with cmd.checkpoint(keep_versions=cmd.args.keep or sys.maxsize) as cp:
         with cmd.bar() as bar:
             cp.save(cmd.args.path, progress=bar)
         held = cp.inspect()

@@ -55,6 +55,7 @@ LAST_VERSION = 10**10 - 1
 
 _MANIFEST_NAME = re.compile(r"v(\d{10})\.json")
 _DATA_DIR = re.compile(r"(\d{10})-[0-9a-f]+")
+_TEMP_OF = re.compile(r"\.tmp-[0-9a-f]+-v(\d{10})\.json$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +319,8 @@ def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> lis
 
     Only data of saves numbered ``upto`` or lower is collected: a higher number may belong
     to a save still in flight. Manifests older than the oldest retained one go too, and so
-    do stray files in ``manifests/`` (temp files of a crashed commit).
+    do stray files in ``manifests/``: temp files of a crashed commit numbered ``upto`` or
+    lower (or whose name does not say).
     """
     retained = list(retained)
     live = {f"{META}/{obj}" for m in retained for obj in m.objects()}
@@ -333,8 +335,15 @@ def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> lis
             out.append(key)
             continue
         version = manifest_version(key)
-        if (version is not None and version < oldest) or (
-            version is None and key.startswith(MANIFESTS) and ".tmp-" in key
-        ):
+        if (version is not None and version < oldest) or _stale_temp(key, upto):
             out.append(key)
     return out
+
+
+def _stale_temp(key: str, upto: int) -> bool:
+    """Whether ``key`` is a temp file in ``manifests/`` of a commit numbered ``upto`` or
+    lower: one above may be a commit under way."""
+    if not key.startswith(MANIFESTS) or ".tmp-" not in key:
+        return False
+    match = _TEMP_OF.search(key)
+    return match is None or int(match.group(1)) <= upto

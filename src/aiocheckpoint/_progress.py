@@ -3,6 +3,7 @@ the meter that counts an operation's files and bytes and sends them, a few per s
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], object]
+log = logging.getLogger("aiocheckpoint")
 
 #: Seconds between events: a bar redrawn ten times a second looks live and costs nothing.
 INTERVAL = 0.1
@@ -55,6 +57,7 @@ class Meter:
     def __init__(self, phase: str, callback: ProgressCallback | None) -> None:
         self.phase = phase
         self._callback = callback
+        self._error: Exception | None = None  # what the callback raised
         self._files = self._files_total = self._bytes = self._bytes_total = 0  # this attempt
         self._floor = (0, 0)  # (files, bytes) reported before this attempt
         self._path: str | None = None
@@ -83,13 +86,25 @@ class Meter:
         self._send()
 
     def finish(self) -> None:
-        """The operation succeeded: the last event."""
-        self._send(force=True, finished=True)
+        """The operation succeeded: the last event. What the callback raises now is
+        logged, not raised: the operation is done (a save, committed)."""
+        if self._error is not None:
+            raise self._error
+        try:
+            self._send(force=True, finished=True)
+        except Exception as exc:
+            log.warning(
+                "the progress callback failed at the end of a %s that succeeded: %r",
+                self.phase,
+                exc,
+            )
 
     def _done(self) -> tuple[int, int]:
         return max(self._floor[0], self._files), max(self._floor[1], self._bytes)
 
     def _send(self, *, force: bool = False, finished: bool = False) -> None:
+        if self._error is not None:  # raised again wherever the operation goes on
+            raise self._error
         callback = self._callback
         if callback is None:
             return
@@ -104,9 +119,11 @@ class Meter:
             files_total = max(self._files_total, files)
             bytes_total = max(self._bytes_total, nbytes)
         event = Progress(self.phase, files, files_total, nbytes, bytes_total, self._path, finished)
-        self._callback = None  # a callback that raised is not called again
-        callback(event)
-        self._callback = callback
+        try:
+            callback(event)
+        except Exception as exc:
+            self._error = exc
+            raise
 
 
 def meter(phase: str, callback: ProgressCallback | None) -> Meter:

@@ -19,9 +19,10 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._background import AsyncPendingSave, report_lost
-from ._checkpoint import AsyncCheckpoint, PathLike
+from ._checkpoint import AsyncCheckpoint
 from ._config import TransferConfig
 from ._errors import CheckpointClosedError, CheckpointError
+from ._folders import PathLike
 from ._pending import LIVE, PendingSave, arm_exit_hook, close_quietly, wait
 from ._progress import ProgressCallback
 from ._reports import Removal, Usage, VerifyReport, VersionFiles, VersionInfo

@@ -95,7 +95,6 @@ async def upload_changes(
     small files whose packs are too empty to keep (see ``_compact``). Unchanged files
     count into ``meter`` as done at once."""
     prefix = f"{mf.META}/{folder}"
-    meter.begin(len(items), sum(max(u.size, 0) for u in items))
     sent, kept = await changed(items, base.files if base else {}, engine.threads)
     config = engine.config
     plan = refill(base, items, sent, kept, config.packed_below, config.pack_bytes) if base else None
@@ -104,19 +103,27 @@ async def upload_changes(
         chosen = {u.name: u for u in sent} | {u.name: u for u in items if u.name in plan.again}
         sent = [chosen[u.name] for u in items if u.name in chosen]  # in the order given
         kept = [name for name in kept if name not in plan.again]
-    sizes = {u.name: max(u.size, 0) for u in items}
-    meter.moved(sum(sizes[name] for name in kept), kept[-1] if kept else None, files=len(kept))
     if base is None or plan is None or not plan.copied:
+        _begin(meter, items, kept, [])
         return Uploaded(folder, sent, await engine.upload(store, prefix, sent, meter), kept)
     spare = Path(await anyio.to_thread.run_sync(tempfile.mkdtemp, None, "aiocheckpoint-"))
     try:
         copies = await _copy_out(engine, store, base, plan.copied, spare)
-        meter.begin(len(copies), sum(u.size for u in copies))
+        _begin(meter, items, kept, copies)
         sent += copies
         return Uploaded(folder, sent, await engine.upload(store, prefix, sent, meter), kept)
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, spare, True)
+
+
+def _begin(meter: Meter, items: list[Upload], kept: list[str], copies: list[Upload]) -> None:
+    """The first event, once the plan is whole: every item and compaction copy in the
+    totals, the files the base holds already done."""
+    work = [*items, *copies]
+    meter.begin(len(work), sum(max(u.size, 0) for u in work))
+    sizes = {u.name: max(u.size, 0) for u in items}
+    meter.moved(sum(sizes[name] for name in kept), kept[-1] if kept else None, files=len(kept))
 
 
 async def _copy_out(

@@ -27,10 +27,12 @@ _COPY_BUFFER = 1024 * 1024
 
 
 def _tmp_name(path: Path) -> Path:
-    """A temp file beside ``path``. Short whatever ``path``'s name, so a name of up to
-    NAME_MAX bytes can be stored; ".tmp-" is what garbage collection looks for in
-    ``manifests/``, and a data folder with temp files is collected whole."""
-    return path.with_name(f".tmp-{uuid.uuid4().hex[:12]}")
+    """A temp file beside ``path``: ".tmp-" (what garbage collection looks for in
+    ``manifests/``; a data folder with temp files is collected whole), then a short name
+    of ``path``'s if it has one (a manifest's, which says which version commits), so a
+    name of up to NAME_MAX bytes can be stored."""
+    name = path.name if len(path.name) <= 32 else ""
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{name}")
 
 
 def _raise(error: OSError) -> None:
