@@ -293,7 +293,7 @@ def test_gc_removes_a_killed_saves_leftovers_and_nothing_else(site, tmp_path, re
     site.store.put(site.url, in_flight, b"maybe still being saved")
     uploads = Uploads(request, site) if site.store.kind == "s3" else None
     if uploads:
-        uploads.start(".aiocheckpoint/data/0000000002-abcdef012345/big.bin")
+        uploads.start(".aiocheckpoint/data/0000000001-abcdef012345/big.bin")
         uploads.start(".aiocheckpoint/data/0000000003-feedface0000/big.bin")
     before = site.keys()
     expected = [f"would delete {site.url}/{dead}"]
@@ -314,7 +314,7 @@ def test_gc_removes_a_killed_saves_leftovers_and_nothing_else(site, tmp_path, re
     assert summary.startswith("removed 1 object ")
     folder = in_flight.rsplit("/", 1)[0]
     assert f"left {site.url}/{folder}" in done.stderr
-    assert "a save above the newest version, which may still be running" in done.stderr
+    assert "a save numbered from the newest version up, which may still be running" in done.stderr
     assert site.keys() == before - {dead}
     if uploads:
         assert uploads.open() == {uploads.keys[1]}

@@ -88,13 +88,14 @@ class Admin:
     async def gc(self, *, dry_run: bool = False, no_save_running: bool = False) -> Removal:
         """Delete what saves that never committed left at ``checkpoint_dest``: data
         folders no version names, unfinished multipart uploads, temp files of commits.
-        Nothing any version names is touched, nor, by default, what saves numbered above
-        the newest version wrote: they may still be running (see ``Removal.running``).
+        Nothing any version names is touched, nor, by default, what saves numbered from
+        the newest version up wrote: they may still be running, or (on a server that
+        ignores ``If-None-Match``) commit over the newest (see ``Removal.running``).
 
         :param dry_run: delete nothing, only say what would go.
         :param no_save_running: you know that no process saves to this location now:
-            collect the saves above the newest version too (a killed save's leftovers
-            are usually there). A save that is running after all fails, or, if it was
+            collect those saves too (a killed save's leftovers are usually there). A
+            save that is running after all fails, or, if it was
             about to commit, commits a version that cannot be restored.
         :return: what was deleted (or would be).
         :raises CheckpointNotFoundError: no checkpoint.

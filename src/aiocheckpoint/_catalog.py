@@ -28,6 +28,17 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._known: dict[str, tuple[str, mf.Manifest]] = {}
+        self._exclusive: dict[str, bool] = {}  # by location: does the server honour it?
+
+    def exclusive(self, store: Storage) -> bool | None:
+        """Whether an exclusive create at ``store`` is exclusive: by construction, or as
+        this object's first commit there found out; None while unknown."""
+        if store.exclusive_create is not None:
+            return store.exclusive_create
+        return self._exclusive.get(store.describe())
+
+    def learn_exclusive(self, store: Storage, honoured: bool) -> None:
+        self._exclusive[store.describe()] = honoured
 
     def remember(self, store: Storage, manifest: mf.Manifest, body: bytes) -> None:
         """A manifest this object just committed."""

@@ -157,14 +157,14 @@ def parser() -> argparse.ArgumentParser:
         _commands.gc,
         "Delete what no version needs",
         "Data of saves that never committed, and their unfinished multipart uploads. Saves"
-        " numbered above the newest version may still be running, and are left alone"
+        " numbered from the newest version up may still be running, and are left alone"
         " unless you say none is (--no-save-running).",
     )
     dry_run_option(sub)
     sub.add_argument(
         "--no-save-running",
         action="store_true",
-        help="no process saves to URL now: remove the saves above the newest version too"
+        help="no process saves to URL now: remove the saves from the newest version up too"
         " (where a killed save's data usually is)",
     )
     sub = command(

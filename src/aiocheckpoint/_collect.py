@@ -86,12 +86,20 @@ async def collect(
     manifests: list[ObjectInfo],
     survey: Survey,
     keep: int,
+    exclusive: bool = True,
 ) -> None:
     """Keep ``newest`` and the ``keep - 1`` versions before it; delete what no kept version
     needs, and abort unfinished uploads of crashed saves. What to delete comes from the
     manifests dropped now (usually the previous one, already in memory) and the list of
     data folders, so a save does not list every object. Failures only log: the commit
-    stands and the next save tries again."""
+    stands and the next save tries again.
+
+    Without ``exclusive`` (a server that may ignore ``If-None-Match``), another writer of
+    the same version may still commit over ``newest``, naming its own data folder and the
+    data of the version before: that version is kept too, and saves numbered like
+    ``newest`` are left to the next save."""
+    upto = newest.version if exclusive else newest.version - 1
+    keep = keep if exclusive else keep + 1
     try:
         listed = {
             v: o
@@ -104,23 +112,23 @@ async def collect(
             retained.append(await catalog.read(store, listed[v]))
         dropping = [listed[v] for v in older[keep - 1 :]]
         dropped, unreadable = await _read_dropped(store, catalog, dropping)
-        junk, dead = mf.unreferenced(retained, dropped, survey.folders, newest.version)
+        junk, dead = mf.unreferenced(retained, dropped, survey.folders, upto)
         for folder in dead:
             junk += [o.key for o in await store.list_objects(folder)]
         if unreadable:  # what it named is unknown: look at every data object
             everything = (o.key for o in await store.list_objects(mf.DATA))
-            junk += mf.garbage(everything, retained, newest.version)
+            junk += mf.garbage(everything, retained, upto)
         junk = sorted(set(junk))
         if junk:
             await store.delete(junk)
             log.debug("removed %d unreferenced objects from %s", len(junk), store.describe())
         # Manifests last: while one is there, what it names is collected again.
-        stale = mf.garbage((o.key for o in manifests), retained, newest.version)
+        stale = mf.garbage((o.key for o in manifests), retained, upto)
         if stale:
             await store.delete(stale)
         for key, upload_id in survey.unfinished:
             version = mf.data_dir_version(key)
-            if version is not None and version <= newest.version:
+            if version is not None and version <= upto:
                 await store.abort_upload(key, upload_id)
                 log.debug("aborted unfinished upload of %s", store.describe(key))
     except Exception as exc:

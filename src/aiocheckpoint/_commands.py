@@ -155,7 +155,7 @@ def gc(cmd: Command) -> int:
     removed(removal)
     for url in () if cmd.args.quiet else removal.running:
         note(
-            f"left {url}: a save above the newest version, which may still be running"
+            f"left {url}: a save numbered from the newest version up, which may still be running"
             " (--no-save-running removes it)"
         )
     return 0

@@ -73,6 +73,10 @@ class Save:
                 # deleted last: a request cancelled in flight may land late
                 await discard(self._store, f"{mf.META}/{early.folder}")
 
+    def _exclusive(self) -> bool:
+        """Whether the commit was exclusive for sure (unknown counts as not)."""
+        return self._catalog.exclusive(self._store) is True
+
     def _early_upload(self) -> EarlyUpload | None:
         """Over the network, files go up while the versions are listed."""
         starts = stream_starts(self._items)
@@ -113,7 +117,9 @@ class Save:
             # Version N already is this checkpoint: committing a copy of it would cost two
             # requests in sequence (commit, delete N) and change nothing. (What a crashed
             # save left above N is collected only by a commit above it.)
-            await collect(store, self._catalog, base, manifests, survey, self._keep)
+            await collect(
+                store, self._catalog, base, manifests, survey, self._keep, self._exclusive()
+            )
             log.info(
                 "nothing changed since version %d of %s: %d files, nothing committed (%.2fs)",
                 base.version,
@@ -128,7 +134,9 @@ class Save:
         )
         await publish(store, self._catalog, manifest, uploaded.folder)
         self.committed = manifest.version
-        await collect(store, self._catalog, manifest, manifests, survey, self._keep)
+        await collect(
+            store, self._catalog, manifest, manifests, survey, self._keep, self._exclusive()
+        )
         sent = [s for s in uploaded.stored if not s.unchanged]
         log.info(
             "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged) in %.2fs",

@@ -81,9 +81,9 @@ class Removal:
     :ivar objects: URLs of the objects deleted (manifests included).
     :ivar bytes: what those objects held.
     :ivar uploads: URLs of the unfinished multipart uploads aborted.
-    :ivar running: URLs of the data folders of saves numbered above the newest version,
-        left alone because they may still be running (``gc(no_save_running=True)``
-        collects them).
+    :ivar running: URLs of the data folders of saves numbered from the newest version
+        up that no version names, left alone because they may still be running
+        (``gc(no_save_running=True)`` collects them).
     """
 
     dry_run: bool

@@ -153,19 +153,26 @@ class Inventory:
         data = sorted(k for k in named if k in self.objects)
         return dropped, data + [mf.manifest_key(v) for v in dropped]
 
+    @property
+    def settled(self) -> int:
+        """Saves numbered up to this one have ended: above the newest version a save may
+        be running, and at it another writer's may still land where the server ignores
+        ``If-None-Match``."""
+        return self.newest - 1
+
     def garbage(self, kept: list[int], upto: int | None = None) -> list[str]:
         """Keys that none of the versions ``kept`` needs, of saves numbered up to
-        ``upto`` (default: the newest version): data and manifests older than them, temp
+        ``upto`` (default: :attr:`settled`): data and manifests older than them, temp
         files of commits."""
         self._refuse_unreadable(kept, "collect garbage")
         retained = [self.manifests[v] for v in kept]
-        keys = mf.garbage(self.objects, retained, self.newest if upto is None else upto)
+        keys = mf.garbage(self.objects, retained, self.settled if upto is None else upto)
         return sorted(keys, key=lambda k: (k.startswith(mf.MANIFESTS), k))
 
     def crashed_uploads(self, upto: int | None = None) -> list[tuple[str, str]]:
-        """Open multipart uploads of saves numbered up to ``upto`` (default: the newest
-        version)."""
-        upto = self.newest if upto is None else upto
+        """Open multipart uploads of saves numbered up to ``upto`` (default:
+        :attr:`settled`)."""
+        upto = self.settled if upto is None else upto
         return [
             (key, upload_id)
             for key, upload_id in self.uploads
@@ -173,17 +180,16 @@ class Inventory:
         ]
 
     def running(self) -> list[str]:
-        """The data folders (keys ending in "/") of saves numbered above the newest
-        version, which may still be running."""
-        newest = self.newest
+        """The data folders (keys ending in "/") of saves numbered above
+        :attr:`settled` that no version names, which may still be running."""
+        named = {_folder_of(k) for k in _named(self.manifests.values())}
         keys = [*self.objects, *(key for key, _ in self.uploads)]
-        return sorted(
-            {
-                mf.DATA + key[len(mf.DATA) :].split("/", 1)[0] + "/"
-                for key in keys
-                if (v := mf.data_dir_version(key)) is not None and v > newest
-            }
-        )
+        folders = {
+            _folder_of(key)
+            for key in keys
+            if (v := mf.data_dir_version(key)) is not None and v > self.settled
+        }
+        return sorted(folders - named)
 
     def usage(self) -> Usage:
         newest = self.newest
@@ -275,6 +281,11 @@ async def _read_all(
 def _named(manifests: Iterable[mf.Manifest]) -> set[str]:
     """The keys of the data objects ``manifests`` name."""
     return {f"{mf.META}/{obj}" for m in manifests for obj in m.objects()}
+
+
+def _folder_of(key: str) -> str:
+    """The data folder holding ``key``, as a key ending in "/"."""
+    return mf.DATA + key[len(mf.DATA) :].split("/", 1)[0] + "/"
 
 
 def _when(created: str) -> datetime | None:

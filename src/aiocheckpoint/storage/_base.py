@@ -57,6 +57,11 @@ class Storage(Protocol):
     #: The longest key, in UTF-8 bytes relative to the root, the backend takes (S3: 1,024
     #: bytes less the prefix); None where only each name's length is limited (local).
     max_key_bytes: int | None
+    #: True where ``put_exclusive`` is exclusive by construction (local: link(2)); None
+    #: where the server decides, and some S3-compatible servers ignore ``If-None-Match``.
+    exclusive_create: bool | None
+    #: Where requests go, for messages: an endpoint URL, or "local disk".
+    endpoint: str
 
     def describe(self, key: str = "") -> str:
         """A URL naming ``key`` for messages, e.g. ``s3://bucket/prefix/key``."""

@@ -64,6 +64,8 @@ class LocalStorage:
     empty_means_missing = False
     overlaps_listing = False
     max_key_bytes: int | None = None
+    exclusive_create: bool | None = True
+    endpoint = "local disk"
 
     def __init__(self, root: Path, limiter: CapacityLimiter) -> None:
         self.root = root

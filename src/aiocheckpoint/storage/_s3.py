@@ -33,11 +33,13 @@ SEND_AT_ONCE = 1024 * 1024
 class S3Storage:
     empty_means_missing = True
     overlaps_listing = True
+    exclusive_create: bool | None = None
 
     def __init__(
         self, client: Any, bucket: str, prefix: str, threads: CapacityLimiter, piece: int
     ) -> None:
         self.client = client
+        self.endpoint = str(client.meta.endpoint_url)
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.max_key_bytes: int | None = _MAX_KEY - len(self.full_key("").encode())
