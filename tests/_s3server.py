@@ -119,6 +119,8 @@ class Middleware:
             self._delays: list[tuple[Predicate, float]] = []
             self._faults: list[Fault] = []
             self._watches: list[Watch] = []
+            #: Like some S3-compatible servers, ignore If-None-Match on PUT.
+            self.unconditional = False
         if old_wake is not None:
             old_wake.set()
         for hold in holds:
@@ -198,6 +200,8 @@ class Middleware:
             wake = self._wake
             delay = sum(s for p, s in self._delays if p(request))
             hold = next((h for h in self._holds if h.predicate(request)), None)
+            if self.unconditional and request.method == "PUT":
+                environ.pop("HTTP_IF_NONE_MATCH", None)
             strike = next(
                 ((f, point) for f in self._faults if (point := f.strikes(request)) is not None),
                 None,
