@@ -11,6 +11,7 @@ from . import _manifest as mf
 from ._catalog import Catalog
 from ._collect import CLEANUP_SECONDS, Survey, collect, discard
 from ._engine import Engine, Upload
+from ._probe import Probe
 from ._progress import Meter
 from ._publish import publish
 from ._scan import stream_starts
@@ -44,9 +45,15 @@ class Save:
         self.committing = False  # past the last point where cancelling stops the commit
         self.committed: int | None = None  # the version committed
         self._started = time.monotonic()
+        self._probe = Probe(store, engine, catalog)
 
     async def run(self) -> None:
         check_key_lengths(self._store, self._items)
+        async with task_group() as side:  # beside the whole save, the answer by collect
+            self._probe.start(side)
+            await self._run()
+
+    async def _run(self) -> None:
         early = self._early_upload()
         try:
             async with task_group() as tg:
@@ -72,10 +79,6 @@ class Save:
             if early is not None and uploaded.folder != early.folder:
                 # deleted last: a request cancelled in flight may land late
                 await discard(self._store, f"{mf.META}/{early.folder}")
-
-    def _exclusive(self) -> bool:
-        """Whether the commit was exclusive for sure (unknown counts as not)."""
-        return self._catalog.exclusive(self._store) is True
 
     def _early_upload(self) -> EarlyUpload | None:
         """Over the network, files go up while the versions are listed."""
@@ -117,9 +120,8 @@ class Save:
             # Version N already is this checkpoint: committing a copy of it would cost two
             # requests in sequence (commit, delete N) and change nothing. (What a crashed
             # save left above N is collected only by a commit above it.)
-            await collect(
-                store, self._catalog, base, manifests, survey, self._keep, self._exclusive()
-            )
+            exclusive = await self._probe.answer()
+            await collect(store, self._catalog, base, manifests, survey, self._keep, exclusive)
             log.info(
                 "nothing changed since version %d of %s: %d files, nothing committed (%.2fs)",
                 base.version,
@@ -134,9 +136,8 @@ class Save:
         )
         await publish(store, self._catalog, manifest, uploaded.folder)
         self.committed = manifest.version
-        await collect(
-            store, self._catalog, manifest, manifests, survey, self._keep, self._exclusive()
-        )
+        exclusive = await self._probe.answer()
+        await collect(store, self._catalog, manifest, manifests, survey, self._keep, exclusive)
         sent = [s for s in uploaded.stored if not s.unchanged]
         log.info(
             "committed version %d of %s: %d files (%d saved now, %d bytes; %d unchanged) in %.2fs",

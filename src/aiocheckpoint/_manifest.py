@@ -44,6 +44,8 @@ STAGING = ".aiocheckpoint-restore-"
 MAX_SIZE = 5 * 1024**4
 #: The most bytes of one pack: S3's limit for one PUT (a pack is never a multipart upload).
 MAX_PACK = 5 * 1024**3
+#: What a save creates to learn whether the server honours If-None-Match, then deletes.
+PROBES = f"{META}/probe-"
 #: Packs are named within a save's data folder under this name, which no file's path has.
 PACKS = f"{META}/pack-"
 #: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
@@ -336,6 +338,8 @@ def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> lis
             continue
         version = manifest_version(key)
         if (version is not None and version < oldest) or _stale_temp(key, upto):
+            out.append(key)
+        elif key.startswith(PROBES) and upto >= LAST_VERSION:  # a crashed save's
             out.append(key)
     return out
 

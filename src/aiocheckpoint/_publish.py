@@ -37,33 +37,7 @@ async def publish(store: Storage, catalog: Catalog, manifest: mf.Manifest, folde
                 await store.put_exclusive(key, body)
         except Exception as exc:
             await _recover(store, key, body, folder, manifest.version, exc)
-        else:
-            if catalog.exclusive(store) is None:
-                await _probe(store, catalog, key, body)
     catalog.remember(store, manifest, body)
-
-
-async def _probe(store: Storage, catalog: Catalog, key: str, body: bytes) -> None:
-    """Create the manifest just committed again: a server that honours ``If-None-Match``
-    refuses; one that does not stores the same bytes again, which changes nothing."""
-    try:
-        await store.put_exclusive(key, body)
-    except FileExistsError:
-        catalog.learn_exclusive(store, True)
-        return
-    except Exception as exc:  # unknown: this save collects as if it were not honoured
-        log.debug("could not learn whether %s honours If-None-Match: %s", store.endpoint, exc)
-        return
-    catalog.learn_exclusive(store, False)
-    log.warning(
-        "the S3 server at %s ignores If-None-Match on PUT (it let %s be created twice):"
-        " there, two processes saving to %s at once are not detected and may both report"
-        " success; the checkpoint is then the one whose commit landed last. No data is"
-        " lost: saves keep one version more than keep_versions until the next one.",
-        store.endpoint,
-        store.describe(key),
-        store.describe(),
-    )
 
 
 async def _copy_to_latest(store: Storage, body: bytes) -> None:
