@@ -30,9 +30,10 @@ _LATEST = ".aiocheckpoint/latest.json"
 
 
 def _keys(s3, bucket: str) -> list[str]:
-    """The bucket's keys but ``latest.json``, the copy of the newest manifest."""
+    """The bucket's keys but ``latest.json`` (the copy of the newest manifest) and the
+    empty object that tells whether the server honours If-None-Match."""
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    return [k for k in keys if not k.endswith(f"/{_LATEST}")]
+    return [k for k in keys if not k.endswith((f"/{_LATEST}", "/.aiocheckpoint/probe"))]
 
 
 def _listing_manifests(request: Request) -> bool:

@@ -49,9 +49,14 @@ class Save:
 
     async def run(self) -> None:
         check_key_lengths(self._store, self._items)
-        async with task_group() as side:  # beside the whole save, the answer by collect
-            self._probe.start(side)
-            await self._run()
+        try:
+            async with task_group() as side:  # beside the whole save, the answer by collect
+                self._probe.start(side)
+                await self._run()
+        except BaseException:
+            if self.committed is None:
+                await self._probe.undo()
+            raise
 
     async def _run(self) -> None:
         early = self._early_upload()

@@ -7,6 +7,7 @@ Layout under a checkpoint's root (a local folder or an S3 prefix)::
     .aiocheckpoint/data/0000000007-<token>/.aiocheckpoint/pack-000001
                                                      small files of that save, end to end
     .aiocheckpoint/latest.json                       a copy of the newest manifest (S3)
+    .aiocheckpoint/probe                             empty: is If-None-Match honoured? (S3)
 
 A manifest maps every relative path of the checkpoint to its data object (relative to
 ``.aiocheckpoint/``), size and CRC-32, and, for a file in a pack, its ``offset`` there.
@@ -44,8 +45,9 @@ STAGING = ".aiocheckpoint-restore-"
 MAX_SIZE = 5 * 1024**4
 #: The most bytes of one pack: S3's limit for one PUT (a pack is never a multipart upload).
 MAX_PACK = 5 * 1024**3
-#: What a save creates to learn whether the server honours If-None-Match, then deletes.
-PROBES = f"{META}/probe-"
+#: An empty object a save creates exclusively, to learn whether the server honours
+#: If-None-Match: a second create must fail. It stays, so later saves learn with one.
+PROBE = f"{META}/probe"
 #: Packs are named within a save's data folder under this name, which no file's path has.
 PACKS = f"{META}/pack-"
 #: The most bytes of one path component a save stores: NAME_MAX of Linux and macOS file
@@ -338,8 +340,6 @@ def garbage(keys: Iterable[str], retained: Iterable[Manifest], upto: int) -> lis
             continue
         version = manifest_version(key)
         if (version is not None and version < oldest) or _stale_temp(key, upto):
-            out.append(key)
-        elif key.startswith(PROBES) and upto >= LAST_VERSION:  # a crashed save's
             out.append(key)
     return out
 

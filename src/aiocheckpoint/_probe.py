@@ -1,17 +1,16 @@
-"""Whether the server honours ``If-None-Match`` on PUT: an object in ``manifests/`` is
-created exclusively twice, side by side with a save's first listing and uploads, so the
-answer is there by its commit and costs the save no time."""
+"""Whether the server honours ``If-None-Match`` on PUT, learned beside a save's first
+listing and uploads, so that the answer is there by its commit and costs no time."""
 
 from __future__ import annotations
 
 import logging
-import uuid
 
 import anyio
 from anyio.abc import TaskGroup
 
 from . import _manifest as mf
 from ._catalog import Catalog
+from ._collect import CLEANUP_SECONDS
 from ._engine import Engine
 from .storage import Storage
 
@@ -35,30 +34,32 @@ class Probe:
             tg.start_soon(self._run)
 
     async def _run(self) -> None:
-        """Create the probe twice, learn from the second answer, then delete it (one left
-        behind by a crash is garbage to ``gc``)."""
+        """Create ``.aiocheckpoint/probe`` exclusively until the server refuses (it is
+        there already: one request) or has accepted twice (it ignores the header)."""
         store = self._store
-        key = f"{mf.PROBES}{uuid.uuid4().hex[:12]}"
         try:
-            async with self._engine.permit():
-                await store.put_exclusive(key, b"")
-            try:
+            for _ in range(2):
                 async with self._engine.permit():
-                    await store.put_exclusive(key, b"")
-            except FileExistsError:
-                self._catalog.learn_exclusive(store, True)
-            else:
-                self._catalog.learn_exclusive(store, False)
-                self._warn()
+                    await store.put_exclusive(mf.PROBE, b"")
+            self._catalog.learn_exclusive(store, False)
+            self._warn()
+        except FileExistsError:
+            self._catalog.learn_exclusive(store, True)
         except Exception as exc:  # unknown: this save collects as if it were not honoured
             log.debug("could not learn whether %s honours If-None-Match: %s", store.endpoint, exc)
         finally:
             self._answered.set()
-            with anyio.move_on_after(30, shield=True):
-                try:
-                    await store.delete([key])
-                except Exception as exc:
-                    log.debug("could not delete %s: %s", store.describe(key), exc)
+
+    async def undo(self) -> None:
+        """The save failed: delete the probe it may have created, so that a failed first
+        save leaves nothing behind (a later save creates it again)."""
+        if not self._started:
+            return
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True):
+            try:
+                await self._store.delete([mf.PROBE])
+            except Exception as exc:
+                log.debug("could not delete %s: %s", self._store.describe(mf.PROBE), exc)
 
     async def answer(self) -> bool:
         """Whether the commit was exclusive for sure (unknown counts as not)."""
