@@ -7,7 +7,7 @@ from . import _manifest as mf
 from ._catalog import Catalog
 from ._config import check_positive
 from ._engine import Engine
-from ._progress import ProgressCallback, meter
+from ._progress import Meter, ProgressCallback, meter
 from ._reports import Removal, Usage, VerifyReport, VersionFiles, VersionInfo
 from ._versions import Inventory, chosen, files_of, remove, verify, versions
 from .storage import Location, Storage
@@ -24,6 +24,10 @@ class Admin:
 
     async def _storage(self, location: Location) -> Storage:
         raise NotImplementedError
+
+    def _watch(self, phase: str, progress: ProgressCallback | None) -> Meter:
+        """A meter of ``phase`` for ``progress``, or the constructor's callback."""
+        return meter(phase, self._progress if progress is None else progress)
 
     async def versions(self) -> list[VersionInfo]:
         """The committed versions at ``checkpoint_dest``, oldest first (each manifest is
@@ -62,7 +66,7 @@ class Admin:
         :raises CorruptCheckpointError: its manifest cannot be read.
         """
         _check_version(version)
-        watch = meter("verify", self._progress if progress is None else progress)
+        watch = self._watch("verify", progress)
         store = await self._storage(self._dest)
         manifest = await chosen(store, self._catalog, version)
         return await verify(store, self._engine, manifest, watch)

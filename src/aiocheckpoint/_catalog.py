@@ -8,7 +8,7 @@ import logging
 
 from . import _manifest as mf
 from ._engine import Engine
-from ._errors import CheckpointError
+from ._errors import CheckpointError, CheckpointNotFoundError
 from ._tasks import task_group
 from .storage import ObjectInfo, Storage
 
@@ -88,6 +88,19 @@ class Catalog:
         prefix = store.describe(mf.MANIFESTS)
         for url in [u for u in self._known if u.startswith(prefix) and u not in listed]:
             del self._known[url]  # collected since
+
+    async def version(self, store: Storage, version: int) -> mf.Manifest:
+        """The manifest of committed version ``version``.
+
+        :raises CheckpointNotFoundError: there is no such version.
+        """
+        key = mf.manifest_key(version)
+        try:
+            return await self.read(store, ObjectInfo(key, 0))
+        except FileNotFoundError as exc:
+            raise CheckpointNotFoundError(
+                f"no version {version} at {store.describe()}: {store.describe(key)} does not exist"
+            ) from exc
 
     async def read(
         self, store: Storage, info: ObjectInfo, peeked: bytes | bytearray | None = None

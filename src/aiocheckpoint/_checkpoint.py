@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -237,7 +236,7 @@ class AsyncCheckpoint(Admin):
             raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
         if version is not None:
             check_positive("version", version)
-        watch = meter("restore", self._progress if progress is None else progress)
+        watch = self._watch("restore", progress)
         self._check_open()
         if self._src is None:
             if version is not None:
@@ -248,8 +247,11 @@ class AsyncCheckpoint(Admin):
             return None
         async with self._restore_lock:
             store = await self._storage(self._src)
-            restore = partial(restore_into, store, self._engine, self._catalog)
-            return await self._restored.get(path, version, lambda t: restore(t, version, watch))
+
+            async def restore(target: Path) -> None:
+                await restore_into(store, self._engine, self._catalog, target, version, watch)
+
+            return await self._restored.get(path, version, restore)
 
     async def save(
         self, cp: PathLike | BinaryIO | io.IOBase, *, progress: ProgressCallback | None = None
@@ -261,17 +263,17 @@ class AsyncCheckpoint(Admin):
         nothing is committed. A file is stored under its name, a folder's files
         under their paths relative to it, a file object as ``_dst_cp``.
 
+        :param progress: called with :class:`Progress` events of phase ``"save"``
+            (default: the constructor's ``progress``).
         :raises TypeError: ``cp`` is neither a path nor a binary file object (bytes go
             to :meth:`write`).
         :raises ValueError: ``cp`` is a file object that cannot be read, or a folder holds
             a symlink that points outside it, a symlink loop, or something that is not a
             regular file; or a name is too long for the destination.
         :raises FileNotFoundError: ``cp`` does not exist.
-        :param progress: called with :class:`Progress` events of phase ``"save"``
-            (default: the constructor's ``progress``).
         :raises CheckpointError: another writer committed to the same dest meanwhile.
         """
-        watch = meter("save", self._progress if progress is None else progress)
+        watch = self._watch("save", progress)
         self._check_open()
         await self._save(await _scan.uploads(cp, self._threads), watch)
 
@@ -284,9 +286,7 @@ class AsyncCheckpoint(Admin):
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
         self._check_open()
-        await self._save(
-            [Upload(self.TMP_DST_PATH, copied_bytes(b))], meter("save", self._progress)
-        )
+        await self._save([Upload(self.TMP_DST_PATH, copied_bytes(b))], self._watch("save", None))
 
     async def read(
         self, *, version: int | None = None, progress: ProgressCallback | None = None
@@ -325,7 +325,7 @@ class AsyncCheckpoint(Admin):
             it yet (this call then did nothing); or the staging folder is full.
         :raises: as :meth:`save`, for ``cp``.
         """
-        watch = meter("save", self._progress if progress is None else progress)
+        watch = self._watch("save", progress)
         self._check_open()
         async with self._save_lock:
             await self._background.settle()
@@ -350,7 +350,7 @@ class AsyncCheckpoint(Admin):
             await self._background.settle()
             store = await self._storage(self._dest)
             snap = Snapshot([Upload(self.TMP_DST_PATH, copied_bytes(b))], None)
-            return self._start(store, snap, meter("save", self._progress))
+            return self._start(store, snap, self._watch("save", None))
 
     def _start(self, store: Storage, snap: Snapshot, watch: Meter) -> AsyncPendingSave:
         save = Save(store, self._engine, self._catalog, self._keep, snap.items, watch)

@@ -79,7 +79,7 @@ class Save:
             raise
         try:
             await self._commit(base, manifests, uploaded, listed.without(self._folders))
-            self._meter.finish()  # (a callback that raises now fails a committed save)
+            self._meter.finish()
         finally:
             if early is not None and uploaded.folder != early.folder:
                 # deleted last: a request cancelled in flight may land late

@@ -28,7 +28,7 @@ from ._errors import (
     MissingObjectError,
 )
 from ._progress import Meter
-from .storage import ObjectInfo, Storage
+from .storage import Storage
 
 log = logging.getLogger("aiocheckpoint")
 
@@ -49,10 +49,16 @@ async def restore_into(
     restore that one."""
     meter = meter or Meter("restore", None)
     if version is not None:
-        chosen = await read_version(store, catalog, version)
+        chosen = await catalog.version(store, version)
         await _fetch(store, engine, _items(chosen), target, meter)
-        meter.finish()
-        return
+    else:
+        await _newest_into(store, engine, catalog, target, meter)
+    meter.finish()
+
+
+async def _newest_into(
+    store: Storage, engine: Engine, catalog: Catalog, target: Path, meter: Meter
+) -> None:
     manifest, items = await _plan(store, catalog)
     try:
         await _fetch(store, engine, items, target, meter)
@@ -70,21 +76,6 @@ async def restore_into(
         )
         meter.again()
         await _fetch(store, engine, items, target, meter)
-    meter.finish()
-
-
-async def read_version(store: Storage, catalog: Catalog, version: int) -> mf.Manifest:
-    """The manifest of committed version ``version``.
-
-    :raises CheckpointNotFoundError: there is no such version.
-    """
-    key = mf.manifest_key(version)
-    try:
-        return await catalog.read(store, ObjectInfo(key, 0))
-    except FileNotFoundError as exc:
-        raise CheckpointNotFoundError(
-            f"no version {version} at {store.describe()}: {store.describe(key)} does not exist"
-        ) from exc
 
 
 def _items(manifest: mf.Manifest) -> list[Item]:

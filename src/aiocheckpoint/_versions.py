@@ -3,9 +3,10 @@ prune old ones, collect what crashed saves left, and add up the bytes.
 
 Pruning and collecting work from an inventory: one listing of ``.aiocheckpoint/``, the
 open multipart uploads, and every manifest. What they delete follows the rules a save's
-own collection does (``_collect``): data numbered above the newest version may belong to
-a save in flight and is never touched, nor is anything a kept manifest names; data goes
-before the manifests that name it.
+own collection does (``_collect``): data of saves numbered from the newest version up
+may belong to a save in flight (or, where the server ignores ``If-None-Match``, to one
+committing over the newest) and is left alone unless the caller says none runs, nothing a
+kept manifest names is touched, and data goes before the manifests that name it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from ._engine import Download, Engine
 from ._errors import CheckpointNotFoundError, CorruptCheckpointError, StorageError
 from ._progress import Meter
 from ._reports import BadFile, FileInfo, Removal, Usage, VerifyReport, VersionFiles, VersionInfo
-from ._restore import read_version
 from ._tasks import task_group
 from .storage import ObjectInfo, Storage
 
@@ -52,7 +52,7 @@ async def chosen(store: Storage, catalog: Catalog, version: int | None) -> mf.Ma
     :raises CheckpointNotFoundError: no checkpoint, or no such version.
     """
     if version is not None:
-        return await read_version(store, catalog, version)
+        return await catalog.version(store, version)
     try:
         newest, _ = await catalog.newest(store)
     except FileNotFoundError:

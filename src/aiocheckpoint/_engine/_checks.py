@@ -29,10 +29,9 @@ class Checker(Worker):
         for item in items:
             if item.offset is not None:
                 packs.setdefault(item.key, []).append(item)
-        most = min(max(self._config.part_size, self._config.pack_bytes), self._config.buffer_bytes)
         async with task_group() as tg:
             for pack in packs.values():
-                for run in runs(pack, most):
+                for run in runs(pack, self._range_bytes):
                     await tg.start(self._run, run, bad)
             for item in items:
                 if item.offset is None:

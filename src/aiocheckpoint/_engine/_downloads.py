@@ -38,11 +38,9 @@ class Downloader(Worker):
                 packs.setdefault(item.key, []).append(item)
         items = [item for item in items if item.offset is None or item.size > SMALL]
         sizes = [item.size if item.size <= SMALL else None for item in items]
-        config = self._config
-        most = min(max(config.part_size, config.pack_bytes), config.buffer_bytes)
         async with task_group() as tg:
             for pack in packs.values():
-                for run in runs(pack, most):
+                for run in runs(pack, self._range_bytes):
                     await tg.start(self._pack_range, run)
             for batch in self._limits.batches(sizes):
                 first = items[batch[0]]

@@ -36,3 +36,9 @@ class Worker:
 
     async def _thread(self, func: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(func, *args, limiter=self._threads)
+
+    @property
+    def _range_bytes(self) -> int:
+        """The most bytes one ranged GET of a pack asks for."""
+        config = self._config
+        return min(max(config.part_size, config.pack_bytes), config.buffer_bytes)
