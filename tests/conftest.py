@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -9,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from _s3rver import ACCESS_KEY, LACKS, SECRET_KEY, S3rver
 from _s3server import Middleware, S3Server
 
 _server: S3Server | None = None
@@ -20,11 +22,10 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    global _server
+def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.MonkeyPatch]:
+    """No AWS setting of the machine reaches the tests: test keys, one region, empty
+    config files. The S3 servers add their endpoint."""
     aws_dir = tmp_path_factory.mktemp("aws-config")
-    server = S3Server()
-    server.start()
     with pytest.MonkeyPatch.context() as mp:
         for name in list(os.environ):
             if name.startswith("AWS_"):
@@ -32,15 +33,46 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_ENDPOINT_URL", server.endpoint_url)
         mp.setenv("AWS_CONFIG_FILE", str(aws_dir / "config"))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws_dir / "credentials"))
-        _server = server
-        try:
-            yield server
-        finally:
-            _server = None
-            server.stop()
+        yield mp
+
+
+@pytest.fixture(scope="session")
+def s3_server(aws_env: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """moto, the default endpoint of the session (``AWS_ENDPOINT_URL``)."""
+    global _server
+    server = S3Server()
+    server.start()
+    aws_env.setenv("AWS_ENDPOINT_URL", server.endpoint_url)
+    _server = server
+    try:
+        yield server
+    finally:
+        _server = None
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3rver_server(
+    aws_env: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3rver]:
+    server = S3rver(tmp_path_factory.mktemp("s3rver"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3rver(s3rver_server: S3rver, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 client of s3rver; the checkpoints this test opens talk to s3rver too."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3rver_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    return boto3.session.Session().client(
+        "s3", endpoint_url=s3rver_server.endpoint_url, region_name="us-east-1"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -68,16 +100,32 @@ def s3(s3_server: S3Server) -> Any:
 
 @pytest.fixture
 def bucket(s3: Any, s3_control: Middleware) -> Iterator[str]:
+    with _new_bucket(s3, s3_control.reset) as name:
+        yield name
+
+
+@pytest.fixture
+def s3rver_bucket(s3rver: Any) -> Iterator[str]:
+    with _new_bucket(s3rver, uploads=False) as name:  # it cannot list uploads
+        yield name
+
+
+@contextlib.contextmanager
+def _new_bucket(s3: Any, reset: Any = None, *, uploads: bool = True) -> Iterator[str]:
+    """A fresh bucket, emptied and deleted afterwards (once ``reset`` let held requests
+    go)."""
     name = f"test-{uuid.uuid4().hex[:24]}"
     s3.create_bucket(Bucket=name)
     yield name
-    s3_control.reset()
+    if reset is not None:
+        reset()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
         keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
         if keys:
             s3.delete_objects(Bucket=name, Delete={"Objects": keys})
-    for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    if uploads:
+        for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     s3.delete_bucket(Bucket=name)
 
 
@@ -153,16 +201,30 @@ class Location:
         return {".aiocheckpoint/" + entry["object"] for entry in files.values()}
 
 
-@pytest.fixture(params=["local", "s3"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``location`` is local and moto, and s3rver too in modules that list it in their
+    ``LOCATIONS``."""
+    if "location" in metafunc.fixturenames:
+        kinds = getattr(metafunc.module, "LOCATIONS", ("local", "s3"))
+        metafunc.parametrize("location", kinds, indirect=True)
+
+
+@pytest.fixture
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
-    if request.param == "local":
+    """Where the test's checkpoints go: local disk, moto or s3rver. A test marked ``needs(feature)`` with a
+    feature s3rver lacks must fail there (strict xfail): the difference is checked."""
+    kind = request.param
+    if kind == "local":
         return Location("local", tmp_path / "store")
-    return Location(
-        "s3",
-        tmp_path,
-        s3=request.getfixturevalue("s3"),
-        bucket=request.getfixturevalue("bucket"),
-    )
+    if kind == "s3rver":
+        lacking = {f for m in request.node.iter_markers("needs") for f in m.args} & LACKS
+        if lacking:
+            reason = f"s3rver lacks {', '.join(sorted(lacking))}"
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+        client, bucket = request.getfixturevalue("s3rver"), "s3rver_bucket"
+    else:
+        client, bucket = request.getfixturevalue("s3"), "bucket"
+    return Location(kind, tmp_path, s3=client, bucket=request.getfixturevalue(bucket))
 
 
 @pytest.fixture

@@ -82,6 +82,19 @@ class Body:
         response = await self._get(**extra)
         self._etag = response.get("ETag")
         self.size = int(response["ContentLength"])
+        if self._length is not None and self.size > self._length and self._from_start(response):
+            # More than the range, from its first byte on (s3rver answers "bytes=0-0" with
+            # the whole object): the bytes asked for are the first ones.
+            log.debug("GET of %s: %d bytes for a range of %d", self._key, self.size, self._length)
+            self.size = self._length
+
+    def _from_start(self, response: dict[str, Any]) -> bool:
+        """Whether the body begins at the byte asked for."""
+        content_range = response.get("ContentRange")  # "bytes 0-10/11"
+        if not content_range:
+            return self._start == 0  # the whole object
+        first = content_range.removeprefix("bytes ").split("-", 1)[0]
+        return first.isdigit() and int(first) == self._start
 
     def close(self) -> None:
         """Release the connection (the pool gets it back if the body was read to the end)."""
