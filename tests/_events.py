@@ -45,6 +45,10 @@ class Events(list[Progress]):
             assert 0 <= e.bytes_done <= e.bytes_total and 0 <= e.files_done <= e.files_total
             assert e.path is None or e.path in files
         assert [e.finished for e in self] == [False] * (len(self) - 1) + [True]
+        if files:  # before the end (a save's commit), an event showed everything moved
+            assert len(self) >= 2
+            before = self[-2]
+            assert (before.files_done, before.bytes_done) == (len(files), last.bytes_done)
         assert (last.files_done, last.files_total) == (len(files),) * 2
         assert last.bytes_done == last.bytes_total == sum(map(len, files.values()))
 

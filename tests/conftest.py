@@ -211,8 +211,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
-    """Where the test's checkpoints go: local disk, moto or s3rver. A test marked ``needs(feature)`` with a
-    feature s3rver lacks must fail there (strict xfail): the difference is checked."""
+    """Where the test's checkpoints go: local disk, moto or s3rver. A test marked
+    ``needs(feature)`` with a feature s3rver lacks must fail there (strict xfail): the
+    difference is checked."""
     kind = request.param
     if kind == "local":
         return Location("local", tmp_path / "store")

@@ -5,15 +5,15 @@ the dest always restores to the whole of one of them, and the library says what 
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 import anyio
 import pytest
 from _s3server import Request
-from _trees import restore_all, write_tree
+from _trees import restore_all, restore_all_sync, write_tree
 
-from aiocheckpoint import AsyncCheckpoint, CheckpointError
-
-pytestmark = pytest.mark.anyio
+from aiocheckpoint import AsyncCheckpoint, CheckpointError, Progress, SyncCheckpoint
 
 
 def first_manifest_put() -> object:
@@ -51,6 +51,7 @@ async def race(s3_control, dest, tmp_path, name, held_tree, other_tree):
     return outcome
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("start", ["new dest", "dest holding a version"])
 async def test_racing_writers_lose_no_data_where_if_none_match_is_ignored(
     s3_control, bucket, tmp_path, caplog, start
@@ -77,6 +78,7 @@ async def test_racing_writers_lose_no_data_where_if_none_match_is_ignored(
     assert "the S3 server at http://127.0.0.1:" in caplog.text
 
 
+@pytest.mark.anyio
 async def test_where_if_none_match_is_honoured_the_loser_is_told(s3_control, bucket, tmp_path):
     dest = f"s3://{bucket}/race"
     async with AsyncCheckpoint(dest) as cp:
@@ -87,3 +89,72 @@ async def test_where_if_none_match_is_honoured_the_loser_is_told(s3_control, buc
     assert outcome["other"] is None
     assert "another writer committed version 2" in str(outcome["held"])
     assert await restore_all(dest, tmp_path / "out") == {"x.bin": b"x0", "y.bin": b"y-other"}
+
+
+def paused_race(dest, tmp_path, name, held_tree, other_tree):
+    """The same race on any server, paused through the public API: the held save's
+    progress callback waits, once all its data is stored and before its commit, until the
+    other save has finished (committed and collected). What each save raised."""
+    stored, go = threading.Event(), threading.Event()
+    outcome: dict[str, BaseException | None] = {}
+
+    def pause(event: Progress) -> None:
+        everything = (event.files_done, event.bytes_done) == (event.files_total, event.bytes_total)
+        if event.files_total and everything and not event.finished:
+            stored.set()
+            go.wait(60)
+
+    def save(key: str, tree: dict[str, bytes], progress: Any = None) -> None:
+        try:
+            with SyncCheckpoint(dest, progress=progress) as cp:
+                cp.save(write_tree(tmp_path / f"{name}-{key}", tree))
+            outcome[key] = None
+        except CheckpointError as exc:
+            outcome[key] = exc
+
+    held = threading.Thread(target=save, args=("held", held_tree, pause))
+    held.start()
+    try:
+        assert stored.wait(60), "the held save never stored its data"
+        save("other", other_tree)
+    finally:
+        go.set()
+        held.join(60)
+    return outcome
+
+
+@pytest.mark.parametrize("start", ["new dest", "dest holding a version"])
+def test_racing_writers_on_s3rver_lose_no_data(s3rver, s3rver_bucket, tmp_path, caplog, start):
+    caplog.set_level(logging.WARNING, logger="aiocheckpoint")
+    for i in range(12):
+        dest = f"s3://{s3rver_bucket}/race{i}"
+        base = {}
+        if start != "new dest":
+            base = {"x.bin": b"x0" * 1000, "y.bin": b"y0" * 1000, "big.bin": b"b" * 300_000}
+            with SyncCheckpoint(dest) as cp:
+                cp.save(write_tree(tmp_path / f"base{i}", base))
+        held_tree = {"x.bin": b"x-held %d" % i, "big.bin": b"h" * 300_000}
+        other_tree = {"y.bin": b"y-other %d" % i}
+        outcome = paused_race(dest, tmp_path, f"r{i}", held_tree, other_tree)
+        assert outcome == {"other": None, "held": None}  # s3rver lets both commit
+        got = restore_all_sync(dest, tmp_path / f"out{i}")
+        assert got == {**base, **held_tree}  # the commit that landed last, whole
+    assert "ignores If-None-Match on PUT" in caplog.text
+    assert f"the S3 server at {s3rver.meta.endpoint_url}" in caplog.text
+
+
+@pytest.mark.parametrize("start", ["new dest", "dest holding a version"])
+def test_the_same_race_on_moto_tells_the_loser(s3_server, bucket, tmp_path, start):
+    for i in range(3):
+        dest = f"s3://{bucket}/race{i}"
+        base: dict[str, bytes] = {}
+        if start != "new dest":
+            base = {"x.bin": b"x0", "y.bin": b"y0"}
+            with SyncCheckpoint(dest) as cp:
+                cp.save(write_tree(tmp_path / f"base{i}", base))
+        version = len(base) // 2 + 1
+        other_tree = {"y.bin": b"y-other %d" % i}
+        outcome = paused_race(dest, tmp_path, f"r{i}", {"x.bin": b"x-held"}, other_tree)
+        assert outcome["other"] is None
+        assert f"another writer committed version {version}" in str(outcome["held"])
+        assert restore_all_sync(dest, tmp_path / f"out{i}") == {**base, **other_tree}

@@ -47,7 +47,8 @@ INTERVAL = 0.1
 
 class Meter:
     """Counts one operation's progress; sends an event to ``callback`` at the start, at
-    most every ``INTERVAL`` seconds while bytes move, and at the end. A callback that
+    most every ``INTERVAL`` seconds while bytes move, when all of them have moved, and at
+    the end. A callback that
     raises fails the operation with its error, and is not called again.
 
     An operation that starts over (:meth:`again`) counts its new attempt from zero
@@ -83,7 +84,9 @@ class Meter:
         self._files_total = max(self._files_total, self._files)
         if path is not None:
             self._path = path
-        self._send()
+        # The event that completes the totals always goes out: a bar shows 100% while a
+        # save commits, not the share of the last event the pace let through.
+        self._send(force=self._files >= self._files_total and self._bytes >= self._bytes_total)
 
     def finish(self) -> None:
         """The operation succeeded: the last event. What the callback raises now is
