@@ -20,9 +20,8 @@ ACCESS_KEY = SECRET_KEY = "S3RVER"
 #: What s3rver lacks that a few checks need (``@pytest.mark.needs(...)``):
 #: ``abort`` - AbortMultipartUpload answers MethodNotAllowed: parts stay;
 #: ``list_uploads`` - ListMultipartUploads answers NotImplemented;
-#: ``checksums`` - a wrong x-amz-checksum-crc32 is stored, not refused;
 #: ``conditional`` - If-None-Match: * on PUT is ignored: the second PUT replaces.
-LACKS = frozenset({"abort", "list_uploads", "checksums", "conditional"})
+LACKS = frozenset({"abort", "list_uploads", "conditional"})
 
 
 class S3rver:
