@@ -36,6 +36,7 @@ class Admin:
         :return: one :class:`VersionInfo` per version; empty when there is no checkpoint.
         :raises CorruptCheckpointError: a manifest cannot be read.
         :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         store = await self._storage(self._dest)
         return await versions(store, self._engine, self._catalog)
@@ -45,8 +46,12 @@ class Admin:
 
         :param version: the version's number; None for the newest.
         :return: the version, with each file's path, size and checksum, by path.
+        :raises TypeError: ``version`` is not an int.
+        :raises ValueError: ``version`` is below 1.
         :raises CheckpointNotFoundError: no checkpoint, or no such version.
         :raises CorruptCheckpointError: its manifest cannot be read.
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         _check_version(version)
         store = await self._storage(self._dest)
@@ -62,8 +67,13 @@ class Admin:
         :param progress: called with :class:`Progress` events of phase ``"verify"``
             (default: the constructor's ``progress``).
         :return: the report: every bad file with what is wrong (``report.ok`` when none).
+        :raises TypeError: ``version`` is not an int, or ``progress`` is not callable.
+        :raises ValueError: ``version`` is below 1.
         :raises CheckpointNotFoundError: no checkpoint, or no such version.
-        :raises CorruptCheckpointError: its manifest cannot be read.
+        :raises CorruptCheckpointError: its manifest cannot be read (a bad file is reported,
+            not raised).
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         _check_version(version)
         watch = self._watch("verify", progress)
@@ -78,10 +88,13 @@ class Admin:
         :param keep: how many versions to keep, at least 1.
         :param dry_run: delete nothing, only say what would go.
         :return: what was deleted (or would be).
+        :raises TypeError: ``keep`` is not an int.
         :raises ValueError: ``keep`` is below 1.
         :raises CheckpointNotFoundError: no checkpoint.
         :raises CorruptCheckpointError: a version to keep has a manifest that cannot be
             read (nothing is deleted).
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         check_positive("keep", keep)
         store = await self._storage(self._dest)
@@ -104,6 +117,8 @@ class Admin:
         :return: what was deleted (or would be).
         :raises CheckpointNotFoundError: no checkpoint.
         :raises CorruptCheckpointError: a manifest cannot be read (nothing is deleted).
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         store = await self._storage(self._dest)
         inventory = await Inventory.take(store, self._engine, self._catalog)
@@ -118,8 +133,11 @@ class Admin:
         """What ``checkpoint_dest`` stores, what its newest version needs, and what
         ``prune(1)`` then ``gc()`` would free, in bytes.
 
+        :return: the sums, and the counts of versions, objects and unfinished uploads.
         :raises CheckpointNotFoundError: no checkpoint.
         :raises CorruptCheckpointError: the newest manifest cannot be read.
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         store = await self._storage(self._dest)
         return (await Inventory.take(store, self._engine, self._catalog)).usage()

@@ -90,7 +90,8 @@ class SaveRun:
 
 class AsyncPendingSave:
     """A save going on in the background of an :class:`AsyncCheckpoint`, returned by
-    :meth:`~AsyncCheckpoint.start_save` and :meth:`~AsyncCheckpoint.start_write`.
+    :meth:`~AsyncCheckpoint.start_save` and :meth:`~AsyncCheckpoint.start_write` (not made
+    directly).
 
     Use it on the event loop of the checkpoint that made it.
     """
@@ -117,19 +118,26 @@ class AsyncPendingSave:
         return self._run.version
 
     def done(self) -> bool:
-        """Whether the save has ended: committed, failed or cancelled."""
+        """Whether the save has ended.
+
+        :return: True once it committed, failed or was cancelled.
+        """
         return self._run.done
 
     def cancelled(self) -> bool:
-        """Whether the save was stopped (by :meth:`cancel`, or by closing the checkpoint
-        while cancelled) before it committed."""
+        """Whether the save was stopped before it committed.
+
+        :return: True if :meth:`cancel`, or closing the checkpoint while cancelled, stopped it.
+        """
         run = self._run
         return run.done and not run.completed and run.error is None and run.version is None
 
     def exception(self) -> Exception | None:
-        """The save's error; None while it runs, after it succeeded, or when cancelled.
-        Returning the error counts as reporting it: the checkpoint does not raise it
-        again."""
+        """The save's error. Returning it counts as reporting it: the checkpoint does not
+        raise it again.
+
+        :return: the error; None while the save runs, after it succeeded, or when cancelled.
+        """
         run = self._run
         if not run.done:
             return None

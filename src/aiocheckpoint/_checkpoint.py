@@ -40,29 +40,30 @@ from .storage import (
 
 class AsyncCheckpoint(Admin):
     """A checkpoint to ``await``: restore the previous one, save new versions, and look
-    after the versions at ``checkpoint_dest`` (see :class:`Admin`).
+    after the versions at ``checkpoint_dest`` (:meth:`versions` to :meth:`usage`).
 
-    :param checkpoint_dest: where saves go: a local path, ``file://`` URL or
-        ``s3://bucket/prefix``.
-    :param checkpoint_src: the previous checkpoint to restore from (same forms), or
-        None / ``""`` for none.
+    Use it on one event loop: on any other, every method raises :class:`CheckpointError`.
+
+    :param checkpoint_dest: where saves go: a local path, ``file://`` URL or ``s3://bucket/prefix``.
+    :param checkpoint_src: the previous checkpoint to restore (same forms); None or ``""``: none.
     :param transfer: concurrency, part sizes and memory bound.
-    :param keep_versions: committed versions kept at ``checkpoint_dest`` after a save.
-    :param endpoint_url: S3 endpoint (default: ``AWS_ENDPOINT_URL_S3`` /
-        ``AWS_ENDPOINT_URL`` / AWS).
+    :param keep_versions: committed versions kept at ``checkpoint_dest`` after a save, 1 or more.
+    :param endpoint_url: S3 endpoint (default: ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, AWS).
     :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
     :param botocore_config: a ``botocore.config.Config`` merged over the defaults (dict
         options such as ``s3`` and ``retries`` key by key).
     :param progress: the default ``progress=`` callback of saves, restores and verifies.
     :raises TypeError: an argument of the wrong type.
-    :raises ValueError: an unsupported URL scheme or a bad option.
-    :raises RuntimeError: an ``s3://`` location used from an event loop other than
-        asyncio's (aiobotocore runs on asyncio only).
+    :raises ValueError: an unsupported URL scheme, an ``s3://`` URL without a bucket, or
+        ``keep_versions`` below 1.
+    :raises RuntimeError: an ``s3://`` location made or used under trio (S3 needs asyncio).
     :raises ImportError: an ``s3://`` location without the ``s3`` extra installed.
     """
 
     SRC_LOCAL_FOLDER = "prev_cp"
+    """The name of the private folder :meth:`restore` downloads into by default."""
     TMP_DST_PATH = _scan.STREAM_NAME
+    """The name a file object or bytes are stored under in the checkpoint: ``_dst_cp``."""
 
     def __init__(
         self,
@@ -124,9 +125,9 @@ class AsyncCheckpoint(Admin):
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        """Close; a pending background save is finished first (see :meth:`aclose`). When
-        the block ends with an exception, that exception goes on, and a failure of the
-        pending save is logged at ERROR and added to it as a note."""
+        """Close; a pending background save is finished first, and its error raised (see
+        :meth:`aclose`). When the block ends with an exception, that exception goes on, and
+        a failure of the pending save is logged at ERROR and added to it as a note."""
         try:
             await self.aclose()
         except Exception as error:
@@ -203,7 +204,11 @@ class AsyncCheckpoint(Admin):
     # -- the checkpoint API ----------------------------------------------------
 
     def prev_exists(self) -> bool:
-        """True if a previous checkpoint (``checkpoint_src``) was given. No I/O."""
+        """Whether a previous checkpoint was given (no I/O: :meth:`restore` finds it).
+
+        :return: True if ``checkpoint_src`` was given.
+        :raises CheckpointClosedError: the checkpoint is closed.
+        """
         self._check_closed()
         return self._src is not None
 
@@ -214,23 +219,24 @@ class AsyncCheckpoint(Admin):
         version: int | None = None,
         progress: ProgressCallback | None = None,
     ) -> Path | None:
-        """Download the previous checkpoint into ``path`` and return it.
-
-        Only the first call for a version downloads; later calls return the first call's
-        folder.
+        """Download the previous checkpoint (``checkpoint_src``) into ``path``. Only the first
+        call for a version downloads; later calls return the first call's folder.
 
         :param path: an existing directory, or None for a private temp folder
             (``<tmp>/prev_cp``, or ``<tmp>/prev_cp-v<N>`` for a version) removed on close.
-        :param version: a committed version of ``checkpoint_src`` to restore instead of
-            the newest (see :meth:`versions`).
+        :param version: a committed version of ``checkpoint_src`` to restore instead of the newest.
         :param progress: called with :class:`Progress` events of phase ``"restore"``
             (default: the constructor's ``progress``).
         :return: the folder, or None when there is no previous checkpoint.
-        :raises TypeError: ``path`` is neither a str nor path-like.
-        :raises ValueError: ``path`` is not an existing directory.
-        :raises CheckpointNotFoundError: the source holds no checkpoint, or no such
-            version.
+        :raises TypeError: ``path``, ``version`` or ``progress`` is of the wrong type.
+        :raises ValueError: ``path`` is not an existing directory, or holds another version
+            this object restored; ``version`` is below 1, or given with no ``checkpoint_src``.
+        :raises CheckpointNotFoundError: the source holds no checkpoint, or no such version.
         :raises CorruptCheckpointError: a file is missing or does not match the manifest.
+        :raises StorageError: the storage failed.
+        :raises CheckpointError: a name too long for ``path``'s file system, or a file in the way.
+        :raises OSError: writing into ``path`` failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"restore() takes a path or None, not {type(path).__name__}")
@@ -263,15 +269,22 @@ class AsyncCheckpoint(Admin):
         nothing is committed. A file is stored under its name, a folder's files
         under their paths relative to it, a file object as ``_dst_cp``.
 
+        :param cp: a path to a file or folder, or a binary file object (read from where it is).
         :param progress: called with :class:`Progress` events of phase ``"save"``
             (default: the constructor's ``progress``).
+        :return: None, once the new version is committed (or found unchanged).
         :raises TypeError: ``cp`` is neither a path nor a binary file object (bytes go
-            to :meth:`write`).
+            to :meth:`write`), or ``progress`` is not callable.
         :raises ValueError: ``cp`` is a file object that cannot be read, or a folder holds
             a symlink that points outside it, a symlink loop, or something that is not a
             regular file; or a name is too long for the destination.
         :raises FileNotFoundError: ``cp`` does not exist.
-        :raises CheckpointError: another writer committed to the same dest meanwhile.
+        :raises OSError: reading ``cp`` failed.
+        :raises CheckpointError: another writer committed to the same dest meanwhile, a file
+            changed while it was read, or an earlier background save's error, not yet reported.
+        :raises CorruptCheckpointError: the newest manifest at the dest is not valid.
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         watch = self._watch("save", progress)
         self._check_open()
@@ -280,8 +293,15 @@ class AsyncCheckpoint(Admin):
     async def write(self, b: bytes | bytearray | memoryview) -> None:
         """Store ``b`` as ``_dst_cp`` in a new version, replacing any earlier ``_dst_cp``
         (nothing is committed if the newest version already holds these bytes there).
+        The constructor's ``progress`` sees it as a save.
 
+        :param b: the bytes to store.
+        :return: None, once committed, as for :meth:`save`.
         :raises TypeError: ``b`` is not bytes-like.
+        :raises CheckpointError: another writer committed meanwhile, or a background save's error.
+        :raises CorruptCheckpointError: the newest manifest at the dest is not valid.
+        :raises StorageError: the storage failed.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(b).__name__}")
@@ -291,10 +311,13 @@ class AsyncCheckpoint(Admin):
     async def read(
         self, *, version: int | None = None, progress: ProgressCallback | None = None
     ) -> bytes | None:
-        """Restore (``version`` and ``progress`` as for :meth:`restore`), then return the
-        one file's bytes (None if the checkpoint is empty).
+        """Restore (as :meth:`restore` with no ``path``), then read the one file there.
 
-        :raises ValueError: the checkpoint holds more than one file.
+        :param version: as for :meth:`restore`.
+        :param progress: as for :meth:`restore`.
+        :return: the file's bytes; None if there is no previous checkpoint, or it is empty.
+        :raises ValueError: the checkpoint holds more than one file, or a folder.
+        :raises CheckpointNotFoundError: as :meth:`restore` raises it; so are its other errors.
         """
         path = await self.restore(version=version, progress=progress)
         if path is None:
@@ -319,11 +342,14 @@ class AsyncCheckpoint(Admin):
         (``async with``, or :meth:`aclose`) to have it finished. One background save at a
         time: a save while one is pending waits for it first.
 
+        :param cp: as for :meth:`save`.
         :param progress: as for :meth:`save`; called from the task that runs the save.
         :return: the handle to wait for, or cancel, the save.
         :raises CheckpointError: the previous background save failed and nothing reported
-            it yet (this call then did nothing); or the staging folder is full.
-        :raises: as :meth:`save`, for ``cp``.
+            it yet (this call then did nothing), the staging folder is full, or a file changed.
+        :raises TypeError: as :meth:`save` raises it for ``cp``; so are ``ValueError``,
+            ``FileNotFoundError`` and ``OSError``.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         watch = self._watch("save", progress)
         self._check_open()
@@ -339,7 +365,11 @@ class AsyncCheckpoint(Admin):
         """:meth:`write` in the background: ``bytes`` are stored as given, anything else
         is copied first. See :meth:`start_save`.
 
+        :param b: the bytes to store.
+        :return: the handle to wait for, or cancel, the save.
         :raises TypeError: ``b`` is not bytes-like.
+        :raises CheckpointError: as :meth:`start_save` raises it.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         if not isinstance(b, (bytes, bytearray, memoryview)):
             raise TypeError(

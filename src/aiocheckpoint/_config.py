@@ -43,9 +43,9 @@ class TransferConfig:
     :param max_threads: worker threads for local file I/O.
     :param pack_threshold: files of at most this many bytes are stored together, in
         packs of about ``pack_size`` bytes, one object per pack, instead of one object
-        per file; 0 stores every file as an object of its own.
+        per file; 0 stores every file as an object of its own. Default: 256 KiB.
     :param pack_size: the size a pack is filled up to (never more than
-        ``multipart_threshold``: a pack is one PUT).
+        ``multipart_threshold``: a pack is one PUT). Default: 8 MiB.
     :raises TypeError: a value is not an int.
     :raises ValueError: a value is below 1 (``pack_threshold``: below 0), ``part_size`` is outside
         S3's 5 MiB – 5 GiB range, or ``multipart_threshold`` is above 5 GiB.
@@ -97,7 +97,12 @@ class TransferConfig:
         return min(self.pack_threshold, self.pack_bytes)
 
     def part_size_for(self, size: int) -> int:
-        """The part size for a file of ``size`` bytes: never more than 10,000 parts."""
+        """The part size for a file: ``part_size``, grown so that the file never needs more
+        than 10,000 parts.
+
+        :param size: the file's size in bytes.
+        :return: the part size in bytes, at most 5 GiB.
+        """
         part = self.part_size
         if size > part * MAX_PARTS:
             part = -(-size // MAX_PARTS)

@@ -18,8 +18,8 @@ from __future__ import annotations
 class CheckpointError(Exception):
     """Root of every error aiocheckpoint raises about a checkpoint.
 
-    When several transfers of one operation failed, ``errors`` holds all of them
-    (the exception itself is the first).
+    :ivar errors: when several transfers of one operation failed, each one's error; else
+        empty. The exception raised is the first of them, or sums up several corrupt ones.
     """
 
     errors: tuple[BaseException, ...] = ()

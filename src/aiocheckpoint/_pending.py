@@ -25,8 +25,9 @@ log = logging.getLogger("aiocheckpoint")
 
 class PendingSave:
     """A save going on in the background of a :class:`SyncCheckpoint`, returned by
-    :meth:`~SyncCheckpoint.start_save` and :meth:`~SyncCheckpoint.start_write`. Any thread
-    may use it."""
+    :meth:`~SyncCheckpoint.start_save` and :meth:`~SyncCheckpoint.start_write` (not made
+    directly). Any thread may use it; a process forked from the one that made it cannot
+    wait for it or cancel it."""
 
     def __init__(self, owner: SyncCheckpoint, loop: _Loop, handle: AsyncPendingSave) -> None:
         self._owner = owner  # the checkpoint stays open while a handle to its save lives
@@ -48,17 +49,26 @@ class PendingSave:
         return self._handle.version
 
     def done(self) -> bool:
-        """Whether the save has ended: committed, failed or cancelled."""
+        """Whether the save has ended.
+
+        :return: True once it committed, failed or was cancelled.
+        """
         return self._handle.done()
 
     def cancelled(self) -> bool:
-        """Whether :meth:`cancel` stopped the save before it committed."""
+        """Whether the save was stopped before it committed.
+
+        :return: True if :meth:`cancel`, or Ctrl-C during :meth:`wait` or the checkpoint's
+            close, stopped it.
+        """
         return self._handle.cancelled()
 
     def exception(self) -> Exception | None:
-        """The save's error; None while it runs, after it succeeded, or when cancelled.
-        Returning the error counts as reporting it: the checkpoint does not raise it
-        again."""
+        """The save's error. Returning it counts as reporting it: the checkpoint does not
+        raise it again.
+
+        :return: the error; None while the save runs, after it succeeded, or when cancelled.
+        """
         return self._handle.exception()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -67,6 +77,7 @@ class PendingSave:
         :param timeout: seconds to wait at most; None: no limit.
         :raises TimeoutError: the timeout passed first; the save goes on.
         :raises Exception: the save's error (each call raises it).
+        :raises CheckpointError: called in a process forked from the one that made it.
         """
         wait(self._loop, self._handle, timeout)
 
@@ -76,6 +87,7 @@ class PendingSave:
 
         :return: False if the save had already ended, or was committing (then it goes
             on: too late to stop).
+        :raises CheckpointError: called in a process forked from the one that made it.
         """
         if self._handle.done():
             return False

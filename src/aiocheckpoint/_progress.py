@@ -20,6 +20,9 @@ class Progress:
     Totals grow only where more work appears on the way: a stream of unknown length, or
     an operation that starts over on a newer version (the work done so far stays counted).
 
+    A callback that raises fails the operation with its error, except at the ``finished``
+    event: the operation is done then (a save, committed), so the error is logged.
+
     :ivar phase: ``"save"``, ``"restore"`` or ``"verify"``.
     :ivar files_done: files done so far.
     :ivar files_total: files the operation handles.

@@ -24,8 +24,12 @@ class VersionInfo:
 
 @dataclass(frozen=True, slots=True)
 class FileInfo:
-    """One file of a version: its path in the checkpoint, size, and checksum
-    (``"crc32:"`` and 8 hex digits)."""
+    """One file of a version.
+
+    :ivar path: its path in the checkpoint, ``/``-separated.
+    :ivar size: its size in bytes.
+    :ivar checksum: ``"crc32:"`` and 8 hex digits.
+    """
 
     path: str
     size: int
@@ -34,7 +38,12 @@ class FileInfo:
 
 @dataclass(frozen=True, slots=True)
 class VersionFiles:
-    """A version and its files, sorted by path."""
+    """A version and its files.
+
+    :ivar version: its number.
+    :ivar created: when it was committed (UTC), None if its manifest does not say.
+    :ivar files: its files, sorted by path.
+    """
 
     version: int
     created: datetime | None
@@ -43,8 +52,12 @@ class VersionFiles:
 
 @dataclass(frozen=True, slots=True)
 class BadFile:
-    """A file that failed verification: its path, the URL of the object holding it, and
-    what is wrong."""
+    """A file that failed verification.
+
+    :ivar path: its path in the checkpoint.
+    :ivar object: the URL of the object holding it.
+    :ivar reason: what is wrong.
+    """
 
     path: str
     object: str

@@ -32,22 +32,45 @@ log = logging.getLogger("aiocheckpoint")
 
 
 class Checkpoint(abc.ABC):
-    """The blocking checkpoint interface (as in flytekit's ``checkpointer``)."""
+    """The blocking checkpoint interface (as in flytekit's ``checkpointer``), for code that
+    takes any checkpoint. :class:`SyncCheckpoint` implements it; what each method raises is
+    the implementation's (see SyncCheckpoint's)."""
 
     @abc.abstractmethod
-    def prev_exists(self) -> bool: ...
+    def prev_exists(self) -> bool:
+        """Whether there is a previous checkpoint.
+
+        :return: True if one was given.
+        """
 
     @abc.abstractmethod
-    def restore(self, path: PathLike | None = None) -> Path | None: ...
+    def restore(self, path: PathLike | None = None) -> Path | None:
+        """Download the previous checkpoint.
+
+        :param path: an existing directory, or None for a private temp folder.
+        :return: the folder, or None when there is no previous checkpoint.
+        """
 
     @abc.abstractmethod
-    def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None: ...
+    def save(self, cp: PathLike | BinaryIO | io.IOBase) -> None:
+        """Save a file, a folder's contents or a binary file object, as a new version.
+
+        :param cp: the path, or the file object.
+        """
 
     @abc.abstractmethod
-    def read(self) -> bytes | None: ...
+    def read(self) -> bytes | None:
+        """Restore the previous checkpoint and read its one file.
+
+        :return: the file's bytes; None if there is no previous checkpoint, or it is empty.
+        """
 
     @abc.abstractmethod
-    def write(self, b: bytes | bytearray | memoryview) -> None: ...
+    def write(self, b: bytes | bytearray | memoryview) -> None:
+        """Save ``b`` as a new version.
+
+        :param b: the bytes to store.
+        """
 
 
 class _Loop:
@@ -177,9 +200,26 @@ class SyncCheckpoint(Checkpoint):
     order. Works when called from a thread that runs its own event loop. Close it (or use
     ``with``) to release connections and the private restore folder; a forgotten close
     happens at interpreter exit. A process forked from the one that created it cannot use
-    it (its loop thread is not there): create the object in the child.
+    it (its loop thread is not there): create the object in the child. Its methods then
+    raise :class:`CheckpointError` (``close()`` does nothing).
 
-    Parameters are those of :class:`AsyncCheckpoint`.
+    The methods are those of :class:`AsyncCheckpoint`, blocking, with :meth:`close` for
+    ``aclose()``; so are the parameters:
+
+    :param checkpoint_dest: where saves go: a local path, ``file://`` URL or ``s3://bucket/prefix``.
+    :param checkpoint_src: the previous checkpoint to restore (same forms); None or ``""``: none.
+    :param transfer: concurrency, part sizes and memory bound.
+    :param keep_versions: committed versions kept at ``checkpoint_dest`` after a save, 1 or more.
+    :param endpoint_url: S3 endpoint (default: ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, AWS).
+    :param region_name: S3 region (default: the botocore chain, e.g. ``AWS_REGION``).
+    :param botocore_config: a ``botocore.config.Config`` merged over the defaults (dict
+        options such as ``s3`` and ``retries`` key by key).
+    :param progress: the default ``progress=`` callback of saves, restores and verifies,
+        called from the checkpoint's loop thread.
+    :raises TypeError: an argument of the wrong type.
+    :raises ValueError: an unsupported URL scheme, an ``s3://`` URL without a bucket, or
+        ``keep_versions`` below 1.
+    :raises ImportError: an ``s3://`` location without the ``s3`` extra installed.
     """
 
     SRC_LOCAL_FOLDER = AsyncCheckpoint.SRC_LOCAL_FOLDER
@@ -238,9 +278,10 @@ class SyncCheckpoint(Checkpoint):
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        """Close; a pending background save is finished first (Ctrl-C cancels it). When
-        the block ends with an exception, that exception goes on, and a failure of the
-        pending save is logged at ERROR and added to it as a note."""
+        """Close; a pending background save is finished first (Ctrl-C cancels it), and its
+        error raised (see :meth:`close`). When the block ends with an exception, that
+        exception goes on, and a failure of the pending save is logged at ERROR and added to
+        it as a note."""
         try:
             self.close()
         except Exception as error:
@@ -292,11 +333,14 @@ class SyncCheckpoint(Checkpoint):
         upload and commit go on; the caller may then change or delete the files. One
         background save at a time: a save while one is pending waits for it first.
 
+        :param cp: as for :meth:`save`.
         :param progress: as for :meth:`save`; called from the checkpoint's loop thread.
         :return: the handle to wait for, or cancel, the save.
         :raises CheckpointError: the previous background save failed and nothing reported
-            it yet (this call then did nothing); or the staging folder is full.
-        :raises: as :meth:`save`, for ``cp``.
+            it yet (this call then did nothing), the staging folder is full, or a file changed.
+        :raises TypeError: as :meth:`save` raises it for ``cp``; so are ``ValueError``,
+            ``FileNotFoundError`` and ``OSError``.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         return self._start(partial(AsyncCheckpoint.start_save, progress=progress), cp)
 
@@ -304,7 +348,11 @@ class SyncCheckpoint(Checkpoint):
         """:meth:`write` in the background: ``bytes`` are stored as given, anything else
         is copied first. See :meth:`start_save`.
 
+        :param b: the bytes to store.
+        :return: the handle to wait for, or cancel, the save.
         :raises TypeError: ``b`` is not bytes-like.
+        :raises CheckpointError: as :meth:`start_save` raises it.
+        :raises CheckpointClosedError: the checkpoint is closed.
         """
         return self._start(AsyncCheckpoint.start_write, b)
 

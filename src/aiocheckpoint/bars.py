@@ -90,6 +90,7 @@ def tqdm(**kwargs: Any) -> ProgressBar:
         ``unit_scale=True``, ``unit_divisor=1024``, ``desc=`` the phase), for instance
         ``file=``, ``disable=``, ``leave=``, ``position=``; ``tqdm_class=`` replaces
         ``tqdm.tqdm`` (``tqdm.notebook.tqdm`` in Jupyter).
+    :return: the callback to pass as ``progress=``.
     :raises ImportError: tqdm is not installed.
     """
     bar_class = kwargs.pop("tqdm_class", None)
@@ -139,6 +140,7 @@ def rich(*columns: Any, **kwargs: Any) -> ProgressBar:
         left.
     :param kwargs: passed to ``rich.progress.Progress``, for instance ``console=``,
         ``transient=``, ``disable=``, ``refresh_per_second=``.
+    :return: the callback to pass as ``progress=``.
     :raises ImportError: rich is not installed.
     """
     try:
