@@ -14,11 +14,13 @@ at the test server.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = ("python", "console")
 MINIO = "http://localhost:9000"
-FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
+FENCE = re.compile(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```\s*$", re.M | re.S)  # indented too
 EXIT = re.compile(r"\s+# exit (\d+)$")
 
 
@@ -36,7 +38,8 @@ def blocks(page: Path) -> list[tuple[str, str, int]]:
     """The page's fenced blocks: (language, code, line number)."""
     text = page.read_text()
     return [
-        (m.group(1), m.group(2), text.count("\n", 0, m.start()) + 2) for m in FENCE.finditer(text)
+        (m.group(2), textwrap.dedent(m.group(3)), text.count("\n", 0, m.start()) + 2)
+        for m in FENCE.finditer(text)
     ]
 
 
@@ -70,23 +73,35 @@ def test_the_examples_of_a_page_run(page, my_bucket, s3_server, tmp_path, monkey
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    for lang, code, line in blocks(page):
-        code = code.replace(MINIO, s3_server.endpoint_url)
-        where = f"{page.relative_to(ROOT)}:{line}"
-        if lang == "python":
-            exec(compile(code, where, "exec"), namespace)
-        elif lang == "console":
-            for command in (c[2:] for c in code.splitlines() if c.startswith("$ ")):
-                expected = EXIT.search(command)
-                done = subprocess.run(
-                    command, shell=True, env=env, capture_output=True, text=True, timeout=300
-                )
-                want = int(expected.group(1)) if expected else 0
-                assert done.returncode == want, (where, command, done.stdout, done.stderr)
+    handlers = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    try:  # a page may set a signal handler, as a script would
+        for lang, code, line in blocks(page):
+            code = code.replace(MINIO, s3_server.endpoint_url)
+            run(lang, code, where(page, line), env, namespace)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
+def where(page: Path, line: int) -> str:
+    return f"{page.relative_to(ROOT)}:{line}"
+
+
+def run(lang: str, code: str, where: str, env: dict[str, str], namespace: dict[str, Any]) -> None:
+    if lang == "python":
+        exec(compile(code, where, "exec"), namespace)
+    elif lang == "console":
+        for command in (c[2:] for c in code.splitlines() if c.startswith("$ ")):
+            expected = EXIT.search(command)
+            done = subprocess.run(
+                command, shell=True, env=env, capture_output=True, text=True, timeout=300
+            )
+            want = int(expected.group(1)) if expected else 0
+            assert done.returncode == want, (where, command, done.stdout, done.stderr)
 
 
 def test_the_docs_build_with_no_warnings(tmp_path):
-    if shutil.which("mkdocs", path=str(Path(sys.executable).parent)) is None:
+    if importlib.util.find_spec("mkdocs") is None:
         pytest.fail("mkdocs is not installed: pip install -e '.[docs]' (the test command does)")
     done = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
