@@ -1,9 +1,13 @@
 """Time aiocheckpoint against the tools a user would pick instead, and against a previous
-version of itself, on a local S3 server; write plain tables to benchmarks/RESULTS.md.
+version of itself, on a local S3 server; write plain tables to benchmarks/RESULTS.md, and
+draw them (chart.py, if matplotlib is installed) into docs/img/benchmark.svg.
 
     .venv/bin/python benchmarks/bench.py                      # every tool, every workload
     .venv/bin/python benchmarks/bench.py --quick              # a small smoke run (the tests)
     .venv/bin/python benchmarks/bench.py --tools sync,base --base ebd67a9 --out /tmp/vs.md
+
+The chart goes next to the committed one only with the committed results: with ``--out
+/tmp/vs.md`` it is /tmp/vs.svg, and ``--chart PATH`` puts it anywhere.
 
 The server is s3server.py. Each tool is a runner script in peers/ (protocol: _runner.py) in
 a process of its own: peers in virtualenvs made on first use under benchmarks/.venvs
@@ -75,6 +79,7 @@ TARGETS = {
 }
 
 HERE = Path(__file__).resolve().parent
+CHART = HERE.parent / "docs" / "img" / "benchmark.svg"  # drawn from RESULTS.md here
 BUCKET = "bench"
 KiB, MiB = 1024, 1024**2
 TIMEOUT = 30 * 60  # seconds for one runner
@@ -483,6 +488,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     add("--slow", type=float, default=60, help="seconds; see the module doc (default 60)")
     add("--no-venvs", action="store_true", help="run only the peers the project's env imports")
     add("--out", type=Path, help="results file (default RESULTS.md here, --quick: a temp file)")
+    add("--chart", type=Path, help="chart SVG (default: docs/img/benchmark.svg, or --out as .svg)")
     args = parser.parse_args(argv)
     latencies = args.latencies or ("20" if args.quick else "0,20,100")
     args.latencies = sorted(float(x) for x in latencies.split(","))
@@ -499,7 +505,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeat = args.repeat or (1 if args.quick else 3)
     quick_out = Path(tempfile.gettempdir(), "aiocheckpoint-bench-quick.md")
     args.out = args.out or (quick_out if args.quick else HERE / "RESULTS.md")
+    # Only the committed results redraw the committed chart, so the two never disagree.
+    beside = args.out.with_suffix(".svg" if args.out.suffix != ".svg" else ".chart.svg")
+    args.chart = args.chart or (CHART if args.out.resolve() == HERE / "RESULTS.md" else beside)
     return args
+
+
+def write_chart(results: Path, out: Path, latencies: list[float]) -> None:
+    """Draw ``results`` into ``out`` at 20 ms (or the lowest latency measured). Without
+    matplotlib, or with nothing to draw, one line says so: the results are written already."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("chart skipped: matplotlib is not installed (pip install -e '.[bench]')")
+        return
+    import chart  # here, not above: it imports matplotlib
+
+    try:
+        chart.draw(chart.read(results), 20 if 20 in latencies else latencies[0], out)
+    except ValueError as exc:
+        print(f"chart skipped: {exc}")
+        return
+    print(f"chart written to {out}")
 
 
 def main() -> int:
@@ -551,6 +576,7 @@ def main() -> int:
         if check.value > bound:
             print(f"target failed: {check.where}: {about} = {check.value:.3g} > {bound:.3g}")
     print(f"\nresults written to {args.out} ({results.elapsed / 60:.1f} min)")
+    write_chart(args.out, args.chart, args.latencies)
     if results.failures:
         print(f"{len(results.failures)} FAILURES, see {args.out}", file=sys.stderr)
         return 1
