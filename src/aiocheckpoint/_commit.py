@@ -23,8 +23,8 @@ log = logging.getLogger("aiocheckpoint")
 
 
 class Save:
-    """One save of ``items`` to ``store``, as a new version (see the README's commit
-    protocol: steps 1 to 5)."""
+    """One save of ``items`` to ``store``, as a new version (see the commit protocol in
+    docs/format.md: steps 1 to 5)."""
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ Copies go to a staging folder in the temp folder (``TMPDIR``): a reflink clone w
 file system makes one, else a copy whose CRC-32 is computed on the way, so the upload's
 unchanged-files check reads nothing again. Small files (those that go into packs) are
 copied a group at a time into one staging file per group. ``benchmarks/background.py``
-measured copying against reading into memory; the README gives the numbers.
+measured copying against reading into memory; docs/background.md gives the numbers.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Storage backends and the registry that maps a URL to one.
 
-A new backend is one module, one row in ``_open``, one test fixture parameter.
+A new backend is one module, one row in ``Storages.open``, one test fixture parameter.
 """
 
 from __future__ import annotations
