@@ -6,6 +6,7 @@ that need it are skipped and say why."""
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,6 +33,8 @@ class S3rver:
         if node is None:
             pytest.skip("node is not installed: the s3rver backend needs it (see README.md)")
         if not (HERE / "node_modules" / "s3rver").is_dir():
+            if shutil.which("npm") is None:  # some distributions package it apart
+                pytest.skip("npm is not installed: it installs s3rver (see README.md)")
             pytest.fail(
                 "s3rver is not installed: run `npm ci --prefix tests/s3rver` "
                 "(the README's test command does)"
@@ -43,17 +46,19 @@ class S3rver:
             text=True,
         )
         assert self._process.stdout is not None
-        line = self._process.stdout.readline()  # "" if it died first
+        ready, _, _ = select.select([self._process.stdout], [], [], 60)
+        line = self._process.stdout.readline() if ready else ""  # "" if it died first
         if not line:
-            self._process.wait()
-            pytest.fail(f"s3rver did not start (exit status {self._process.returncode})")
+            self.stop()
+            pytest.fail(f"s3rver did not start in 60 s (exit status {self._process.returncode})")
         self.endpoint_url = f"http://127.0.0.1:{json.loads(line)['port']}"
 
     def stop(self) -> None:
-        assert self._process.stdin is not None
+        assert self._process.stdin is not None and self._process.stdout is not None
         self._process.stdin.close()  # it exits when its stdin closes
         try:
             self._process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        self._process.stdout.close()

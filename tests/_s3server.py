@@ -121,6 +121,8 @@ class Middleware:
             self._watches: list[Watch] = []
             #: Like some S3-compatible servers, ignore If-None-Match on PUT.
             self.unconditional = False
+            #: Like some servers, ignore Range on GET (send the whole object).
+            self.ignore_ranges = False
         if old_wake is not None:
             old_wake.set()
         for hold in holds:
@@ -202,6 +204,8 @@ class Middleware:
             hold = next((h for h in self._holds if h.predicate(request)), None)
             if self.unconditional and request.method == "PUT":
                 environ.pop("HTTP_IF_NONE_MATCH", None)
+            if self.ignore_ranges and request.method == "GET":
+                environ.pop("HTTP_RANGE", None)
             strike = next(
                 ((f, point) for f in self._faults if (point := f.strikes(request)) is not None),
                 None,

@@ -11,7 +11,7 @@ import time
 import pytest
 from _trees import restore_all_sync, write_tree
 
-from aiocheckpoint import Progress, SyncCheckpoint, TransferConfig
+from aiocheckpoint import Progress, StorageError, SyncCheckpoint, TransferConfig
 
 LOCATIONS = ("s3", "s3rver")  # see conftest.pytest_generate_tests
 MiB = 1024 * 1024
@@ -58,3 +58,18 @@ def test_a_failed_save_where_uploads_cannot_be_aborted_keeps_its_own_error(
     # s3rver refuses AbortMultipartUpload (MethodNotAllowed): its parts stay, and it says so
     said = "could not abort multipart upload" in caplog.text
     assert said == (location.kind == "s3rver")
+
+
+def test_a_server_that_ignores_ranges_never_gives_wrong_bytes(s3_control, bucket, tmp_path):
+    dest = f"s3://{bucket}/ranges"
+    big = {"big.bin": random.Random(8).randbytes(12 * MiB)}
+    small_parts = TransferConfig(multipart_threshold=5 * MiB, part_size=5 * MiB)
+    with SyncCheckpoint(dest, transfer=small_parts) as cp:
+        cp.save(write_tree(tmp_path / "big", big))
+    s3_control.ignore_ranges = True  # the whole object, whatever part is asked for
+    out = tmp_path / "out"
+    out.mkdir()
+    with SyncCheckpoint(tmp_path / "unused", dest, transfer=small_parts) as cp:
+        with pytest.raises(StorageError, match="asked for bytes from 5242880, got the whole"):
+            cp.restore(out)
+    assert list(out.iterdir()) == []  # nothing half written

@@ -136,6 +136,7 @@ def paused_race(dest, tmp_path, name, held_bytes, other_tree):
     finally:
         go.set()
         held.join(60)
+    assert not held.is_alive(), "the held save did not end"
     return outcome
 
 

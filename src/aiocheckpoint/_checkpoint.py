@@ -315,7 +315,7 @@ class AsyncCheckpoint(Admin):
 
         :param version: as for :meth:`restore`.
         :param progress: as for :meth:`restore`.
-        :return: the file's bytes; None if there is no previous checkpoint, or it is empty.
+        :return: the file's bytes; None without a ``checkpoint_src``, or if it holds no file.
         :raises ValueError: the checkpoint holds more than one file, or a folder.
         :raises CheckpointNotFoundError: as :meth:`restore` raises it; so are its other errors.
         """

@@ -67,7 +67,7 @@ def scan(root: Path) -> list[Upload]:
     are skipped at any depth, with a warning.
     """
     if not os.path.lexists(root):
-        raise FileNotFoundError(f"checkpoint source does not exist: {root}")
+        raise FileNotFoundError(f"nothing to save: no such file or folder: {root}")
     if not root.is_dir():
         _check_name(root, root.name)
         return [Upload(root.name, root, _regular_size(root))]

@@ -82,7 +82,13 @@ class Body:
         response = await self._get(**extra)
         self._etag = response.get("ETag")
         self.size = int(response["ContentLength"])
-        if self._length is not None and self.size > self._length and self._from_start(response):
+        if extra and not self._from_start(response):
+            self.close()
+            raise StorageError(
+                f"S3 GET {self._store.describe(self._key)}: asked for bytes from"
+                f" {self._start}, got {response.get('ContentRange') or 'the whole object'}"
+            )
+        if self._length is not None and self.size > self._length:
             # More than the range, from its first byte on (s3rver answers "bytes=0-0" with
             # the whole object): the bytes asked for are the first ones.
             log.debug("GET of %s: %d bytes for a range of %d", self._key, self.size, self._length)
@@ -107,7 +113,7 @@ class Body:
         n = 0
         while n < limit and self._got < self.size:
             try:
-                data = await self._body.read(limit - n)
+                data = await self._body.read(min(limit - n, self.size - self._got))
             except Exception as exc:
                 await self._resume(exc)
                 continue
