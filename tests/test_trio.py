@@ -72,3 +72,14 @@ def test_sync_checkpoint_on_s3_works_from_a_trio_program(s3_server, bucket):
         return await trio.to_thread.run_sync(blocking)
 
     assert trio.run(main) == b"from trio"
+
+
+def test_sync_checkpoint_on_s3_can_be_made_on_trios_own_thread(s3_server, bucket):
+    async def main() -> bytes | None:
+        # blocking calls in a trio task, as a script that mixes them would make
+        with SyncCheckpoint(f"s3://{bucket}/one") as cp:
+            cp.write(b"made under trio")
+        with SyncCheckpoint(f"s3://{bucket}/two", f"s3://{bucket}/one") as cp:
+            return cp.read()
+
+    assert trio.run(main) == b"made under trio"

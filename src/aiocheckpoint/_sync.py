@@ -248,7 +248,8 @@ class SyncCheckpoint(Checkpoint):
             botocore_config=botocore_config,
             progress=progress,
         )
-        make()  # argument errors surface here, before a thread starts
+        # made on the private loop (asyncio), whatever loop the caller's thread runs;
+        # an argument error stops the loop thread and is raised here
         self._loop = _Loop(make)
         self._closed = False
         # A forgotten close() runs when the object is collected or at exit. The loop thread
