@@ -5,7 +5,10 @@ files), with S3 on the test server and an empty bucket ``my-bucket``:
 
 - ```` ```python ```` blocks run in one namespace per page, as a reader would paste them;
 - ```` ```console ```` blocks run each ``$ command`` in a shell (the project's scripts
-  first on the PATH) and expect exit status 0, or N where the line ends ``# exit N``;
+  first on the PATH) and expect exit status 0, or N where the line ends ``# exit N``. The
+  lines shown under a command are its output (stdout and stderr), compared in any order
+  with times and data folders' random names masked, ``/home/me`` standing for the folder
+  it runs in; a command with no lines under it, or a line ``...``, is not compared;
 - other blocks (``sh`` for install lines, ``text`` for output) are shown, not run.
 
 Where a page names MinIO's usual address, ``http://localhost:9000``, the runner points it
@@ -32,6 +35,9 @@ RUN = ("python", "console")
 MINIO = "http://localhost:9000"
 FENCE = re.compile(r"^( *)```(\w*)[^\n]*\n(.*?)^\1```\s*$", re.M | re.S)  # indented too
 EXIT = re.compile(r"\s+# exit (\d+)$")
+TIME = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?")
+HEX = re.compile(r"(?<=-)[0-9a-f]{12}\b")  # a save's data folder: 0000000001-636ce67dbea7
+HOME = "/home/me"  # the folder the examples run in, as the pages show it
 
 
 def blocks(page: Path) -> list[tuple[str, str, int]]:
@@ -91,13 +97,34 @@ def run(lang: str, code: str, where: str, env: dict[str, str], namespace: dict[s
     if lang == "python":
         exec(compile(code, where, "exec"), namespace)
     elif lang == "console":
-        for command in (c[2:] for c in code.splitlines() if c.startswith("$ ")):
+        for command, shown in commands(code):
             expected = EXIT.search(command)
             done = subprocess.run(
                 command, shell=True, env=env, capture_output=True, text=True, timeout=300
             )
             want = int(expected.group(1)) if expected else 0
             assert done.returncode == want, (where, command, done.stdout, done.stderr)
+            if any(shown) and "..." not in shown:  # none or "...": output not shown
+                got = (done.stdout + done.stderr).replace(os.getcwd(), HOME).splitlines()
+                assert masked(got) == masked(shown), (where, command)
+
+
+def commands(code: str) -> list[tuple[str, list[str]]]:
+    """Each ``$ command`` of a console block, and the lines shown after it."""
+    out: list[tuple[str, list[str]]] = []
+    for line in code.splitlines():
+        if line.startswith("$ "):
+            out.append((line[2:], []))
+        elif out:
+            out[-1][1].append(line)
+    return out
+
+
+def masked(lines: list[str]) -> list[str]:
+    """The lines, sorted (stdout and stderr interleave), with what differs between runs
+    (times, random folder names) masked and trailing blanks dropped."""
+    lines = [TIME.sub("<time>", HEX.sub("<hex>", line)).rstrip() for line in lines]
+    return sorted(line for line in lines if line)
 
 
 def test_the_docs_build_with_no_warnings(tmp_path):
